@@ -1,0 +1,209 @@
+"""decide(): cluster snapshot + node + config + leadership → the VIPs this node must advertise.
+
+This is where kvip's product logic lives, and it is pure: no I/O, no clock, no asyncio. Every
+reconcile calls it on the whole cache, so there is no history to go stale — a missed event can
+only delay the answer until the cache is corrected, never leave a wrong route behind.
+
+Per service, in order, each question answered by one small helper:
+1. Is it ours? (type LoadBalancer, loadBalancerClass, `kube-vip.io/ignore`)
+2. Which VIPs does it ask for? (`kvip.vips`)
+3. Is this node eligible? (node state, then externalTrafficPolicy against usable endpoints)
+4. Does leadership let us advertise it? (election mode: none, global, per service)
+A VIP is advertised while any service that owns it is advertised here (shared VIPs).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from kvip.model import (
+    Advertisement,
+    BadInput,
+    ClusterSnapshot,
+    DesiredState,
+    ElectionMode,
+    EndpointView,
+    IPAddress,
+    Leadership,
+    NodeView,
+    ProbeVerdicts,
+    ServiceDecision,
+    ServiceKey,
+    ServiceView,
+)
+from kvip.vips import service_vips
+
+DEFAULT_LB_CLASS = "kube-vip.io/kube-vip-class"
+IGNORE_ANNOTATION = "kube-vip.io/ignore"
+EXCLUDE_LB_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
+
+
+@dataclass(frozen=True)
+class DecideConfig:
+    node_name: str
+    election: ElectionMode = ElectionMode.NONE
+    lb_class_name: str = DEFAULT_LB_CLASS
+    lb_class_only: bool = False
+    lb_class_legacy: bool = True
+    # Ready-only (False) or Ready-or-Serving (True): whether a serving-but-terminating endpoint counts.
+    serving_terminating: bool = False
+    # Stop advertising on a cordoned / excluded / network-unavailable node.
+    respect_node_state: bool = True
+
+
+def decide(
+    config: DecideConfig,
+    snapshot: ClusterSnapshot,
+    leadership: Leadership = Leadership(),
+    probes: ProbeVerdicts = ProbeVerdicts(),
+) -> DesiredState:
+    decisions: dict[ServiceKey, ServiceDecision] = {}
+    problems: list[BadInput] = []
+    owners: dict[IPAddress, set[ServiceKey]] = defaultdict(set)
+    node_block = node_blocker(config, snapshot.node)
+
+    for key in sorted(snapshot.services):
+        service = snapshot.services[key]
+        if not is_handled(config, service, problems):
+            continue
+        vips, bad = service_vips(service)
+        problems.extend(bad)
+        endpoints = snapshot.endpoints.get(key, ())
+        local = local_usable_addresses(config, endpoints, probes)
+        eligible, reason = eligibility(config, service, vips, endpoints, local, node_block, probes)
+        advertised, reason = leadership_gate(config, key, eligible, reason, leadership)
+        decisions[key] = ServiceDecision(key, vips, eligible, advertised, reason, local)
+        if advertised:
+            for vip in vips:
+                owners[vip].add(key)
+
+    problems.extend(vip_conflicts(snapshot, decisions))
+    advertisements = {vip: Advertisement(vip, frozenset(keys)) for vip, keys in owners.items()}
+    return DesiredState(advertisements, decisions, tuple(problems))
+
+
+def is_handled(config: DecideConfig, service: ServiceView, problems: list[BadInput]) -> bool:
+    """Type, class and ignore filters (kube-vip's semantics, legacy class handling by default)."""
+    if service.type != "LoadBalancer":
+        return False
+    cls = service.load_balancer_class
+    if config.lb_class_legacy:
+        if cls is not None and cls != config.lb_class_name:
+            return False
+        if cls is None and config.lb_class_only:
+            return False
+    else:
+        if cls is None and config.lb_class_name:
+            return False
+        if cls is not None and cls != config.lb_class_name:
+            return False
+    ignore = service.annotations.get(IGNORE_ANNOTATION)
+    if ignore is None:
+        return True
+    value = ignore.strip().lower()
+    if value in ("true", "1", "yes"):
+        return False
+    if value not in ("false", "0", "no", ""):
+        problems.append(
+            BadInput(service.key, "InvalidAnnotation", f"{IGNORE_ANNOTATION}={ignore!r} is not a boolean; not ignoring")
+        )
+    return True
+
+
+def node_blocker(config: DecideConfig, node: NodeView | None) -> str | None:
+    """Why this node must advertise nothing at all, or None."""
+    if node is None or not config.respect_node_state:
+        return None
+    if node.unschedulable:
+        return "node-cordoned"
+    if EXCLUDE_LB_LABEL in node.labels:
+        return "node-excluded"
+    if node.network_unavailable:
+        return "node-network-unavailable"
+    return None
+
+
+def usable(config: DecideConfig, endpoint: EndpointView) -> bool:
+    """Ready, or (when the operator chose Ready-or-Serving) serving while terminating."""
+    if endpoint.ready:
+        return True
+    return config.serving_terminating and endpoint.serving and endpoint.terminating
+
+
+def local_usable_addresses(
+    config: DecideConfig, endpoints: tuple[EndpointView, ...], probes: ProbeVerdicts
+) -> tuple[str, ...]:
+    """Addresses of this node's usable endpoints whose probes (if any) do not say they are down."""
+    found: list[str] = []
+    for endpoint in endpoints:
+        if endpoint.node_name != config.node_name or not usable(config, endpoint):
+            continue
+        found.extend(a for a in endpoint.addresses if a not in probes.failing and a not in found)
+    return tuple(found)
+
+
+def any_usable(config: DecideConfig, endpoints: tuple[EndpointView, ...], probes: ProbeVerdicts) -> bool:
+    for endpoint in endpoints:
+        if not usable(config, endpoint):
+            continue
+        if endpoint.node_name == config.node_name and all(a in probes.failing for a in endpoint.addresses):
+            continue  # our own probes say it is down; remote endpoints we cannot probe
+        return True
+    return False
+
+
+def eligibility(
+    config: DecideConfig,
+    service: ServiceView,
+    vips: tuple[IPAddress, ...],
+    endpoints: tuple[EndpointView, ...],
+    local: tuple[str, ...],
+    node_block: str | None,
+    probes: ProbeVerdicts,
+) -> tuple[bool, str]:
+    if not vips:
+        return False, "no-vip"
+    if node_block is not None:
+        return False, node_block
+    if service.external_traffic_policy == "Local":
+        return (True, "ready-local-endpoint") if local else (False, "no-ready-local-endpoint")
+    return (True, "ready-endpoint") if any_usable(config, endpoints, probes) else (False, "no-ready-endpoint")
+
+
+def leadership_gate(
+    config: DecideConfig, key: ServiceKey, eligible: bool, reason: str, leadership: Leadership
+) -> tuple[bool, str]:
+    if not eligible:
+        return False, reason
+    if config.election is ElectionMode.GLOBAL and not leadership.is_global_leader:
+        return False, "not-leader"
+    if config.election is ElectionMode.SERVICE and key not in leadership.led_services:
+        return False, "not-leader"
+    return True, "advertised"
+
+
+def vip_conflicts(snapshot: ClusterSnapshot, decisions: dict[ServiceKey, ServiceDecision]) -> list[BadInput]:
+    """Services sharing a VIP with an overlapping (port, protocol) cannot both receive the traffic.
+
+    kvip still advertises the VIP (withdrawing would cost the other owner its route); it reports the
+    clash on every service involved so an operator can fix the spec.
+    """
+    users: dict[IPAddress, list[ServiceKey]] = defaultdict(list)
+    for key, decision in decisions.items():
+        for vip in decision.vips:
+            users[vip].append(key)
+    problems: list[BadInput] = []
+    for vip, keys in users.items():
+        if len(keys) < 2:
+            continue
+        seen: dict[tuple[int | None, str], ServiceKey] = {}
+        for key in keys:
+            for port in snapshot.services[key].ports:
+                slot = (port.port, port.protocol)
+                other = seen.setdefault(slot, key)
+                if other != key:
+                    message = f"VIP {vip} port {port.port}/{port.protocol} is also used by service {other}"
+                    problems.append(BadInput(key, "VIPConflict", message))
+                    problems.append(BadInput(other, "VIPConflict", f"VIP {vip} port {port.port}/{port.protocol} is also used by service {key}"))
+    return problems

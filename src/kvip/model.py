@@ -1,0 +1,158 @@
+"""Domain values shared by every layer: what the cluster says, and what a node should advertise.
+
+Everything here is a frozen dataclass with no behaviour beyond small derived properties. The
+`kube` layer turns API objects into these views without interpreting them (no annotation is parsed
+there); `decide` interprets them; `dataplane` backends turn `DesiredState` into their own items.
+Views keep raw strings where the API has raw strings, so that a malformed value reaches `decide`
+intact and can be reported against the one service it belongs to.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+@dataclass(frozen=True, order=True)
+class ServiceKey:
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+class ElectionMode(enum.Enum):
+    """Which leadership gates advertisement: none (anycast), one global Lease, one Lease per service."""
+
+    NONE = "none"
+    GLOBAL = "global"
+    SERVICE = "service"
+
+
+@dataclass(frozen=True)
+class PortView:
+    name: str | None
+    port: int | None
+    protocol: str = "TCP"
+
+
+@dataclass(frozen=True)
+class ServiceView:
+    """A Service as the API has it, with the fields kvip reads, uninterpreted."""
+
+    key: ServiceKey
+    uid: str = ""
+    type: str = "LoadBalancer"
+    load_balancer_class: str | None = None
+    external_traffic_policy: str = "Cluster"
+    load_balancer_ip: str | None = None
+    ingress_ips: tuple[str, ...] = ()
+    ip_families: tuple[str, ...] = ()
+    ports: tuple[PortView, ...] = ()
+    annotations: Mapping[str, str] = field(default=_EMPTY, compare=False, hash=False)
+    resource_version: str = ""
+
+
+@dataclass(frozen=True)
+class EndpointView:
+    """One endpoint of one EndpointSlice, with nil conditions already given their API meaning.
+
+    The API says a nil `ready` or `serving` should be read as true and a nil `terminating` as false.
+    """
+
+    addresses: tuple[str, ...]
+    node_name: str | None = None
+    ready: bool = True
+    serving: bool = True
+    terminating: bool = False
+    ports: tuple[PortView, ...] = ()
+    slice_name: str = ""
+
+
+@dataclass(frozen=True)
+class NodeView:
+    name: str
+    unschedulable: bool = False
+    labels: Mapping[str, str] = field(default=_EMPTY, compare=False, hash=False)
+    network_unavailable: bool = False
+
+
+@dataclass(frozen=True)
+class ClusterSnapshot:
+    """The cache at one instant: every LoadBalancer Service, its endpoints, and this node."""
+
+    services: Mapping[ServiceKey, ServiceView]
+    endpoints: Mapping[ServiceKey, tuple[EndpointView, ...]]
+    node: NodeView | None = None
+
+
+@dataclass(frozen=True)
+class Leadership:
+    """What the electors currently hold for this node; one more input of `decide()`."""
+
+    is_global_leader: bool = False
+    led_services: frozenset[ServiceKey] = frozenset()
+
+
+@dataclass(frozen=True)
+class ProbeVerdicts:
+    """Local endpoint addresses whose probes say they are down (empty when probes are off)."""
+
+    failing: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Advertisement:
+    """One VIP this node should advertise, and every service that wants it (shared VIPs)."""
+
+    vip: IPAddress
+    services: frozenset[ServiceKey]
+
+    @property
+    def prefix_len(self) -> int:
+        return self.vip.max_prefixlen
+
+
+@dataclass(frozen=True)
+class BadInput:
+    """A service skipped (or a value ignored) because its spec cannot be interpreted."""
+
+    service: ServiceKey
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ServiceDecision:
+    """Why one service is (not) advertised here: feeds status, metrics and the elector."""
+
+    service: ServiceKey
+    vips: tuple[IPAddress, ...]
+    eligible: bool
+    advertised: bool
+    reason: str
+    local_endpoints: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    advertisements: Mapping[IPAddress, Advertisement]
+    decisions: Mapping[ServiceKey, ServiceDecision] = field(default_factory=dict)
+    problems: tuple[BadInput, ...] = ()
+
+    @property
+    def vips(self) -> frozenset[IPAddress]:
+        return frozenset(self.advertisements)
+
+    @property
+    def eligible(self) -> frozenset[ServiceKey]:
+        """Services this node may lead: candidates for per-service election."""
+        return frozenset(k for k, d in self.decisions.items() if d.eligible)
