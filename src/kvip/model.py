@@ -57,7 +57,7 @@ class ServiceView:
     ingress_ips: tuple[str, ...] = ()
     ip_families: tuple[str, ...] = ()
     ports: tuple[PortView, ...] = ()
-    annotations: Mapping[str, str] = field(default=_EMPTY, compare=False, hash=False)
+    annotations: Mapping[str, str] = field(default_factory=lambda: _EMPTY, hash=False)
     resource_version: str = ""
 
 
@@ -81,7 +81,7 @@ class EndpointView:
 class NodeView:
     name: str
     unschedulable: bool = False
-    labels: Mapping[str, str] = field(default=_EMPTY, compare=False, hash=False)
+    labels: Mapping[str, str] = field(default_factory=lambda: _EMPTY, hash=False)
     network_unavailable: bool = False
 
 

@@ -1,0 +1,159 @@
+"""Wiring of one node's agent: config → cache → decide → reconciler → dataplane backends.
+
+Owns the tasks and their lifetimes, and the policy choices that are not product logic: when the
+cache is trustworthy enough to act on (synced once), what API loss means (`on_api_loss`), and what
+shutdown does (withdraw unless told to keep). Everything it runs is level-triggered: each task only
+*fires the trigger*; the reconciler re-reads everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from lightkube import AsyncClient
+
+from kvip.config import AgentConfig, Mode
+from kvip.dataplane.base import Dataplane
+from kvip.decide import decide
+from kvip.kube.cache import ClusterCache
+from kvip.kube.client import make_client
+from kvip.kube.events import EventRecorder
+from kvip.metrics import AgentMetrics
+from kvip.model import DesiredState, Leadership
+from kvip.reconcile import ReconcileResult, Reconciler, Trigger
+
+log = logging.getLogger("kvip.agent")
+
+
+class AgentError(Exception):
+    """The agent cannot start with this configuration on this machine."""
+
+
+def default_backends(config: AgentConfig) -> list[Dataplane[Any]]:
+    if config.mode is Mode.TABLE:
+        from kvip.dataplane.routes import RouteTable
+
+        return [
+            RouteTable(
+                table=config.routing_table_id,
+                protocol=config.routing_protocol,
+                interface=config.interface,
+                route_type=config.routing_table_type,
+            )
+        ]
+    raise AgentError(f"mode {config.mode.value!r} is not available yet; use vip_routingtable=true")
+
+
+class Agent:
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        client: AsyncClient | None = None,
+        backends: Sequence[Dataplane[Any]] | None = None,
+    ) -> None:
+        self.config = config
+        self.client = client or make_client(config.kubeconfig)
+        self.trigger = Trigger()
+        self.cache = ClusterCache(
+            self.client, node_name=config.node_name, on_change=self._on_source_change,
+            resync_period=config.resync_period,
+        )
+        self.backends = list(backends) if backends is not None else default_backends(config)
+        self.metrics = AgentMetrics(config.node_name, self.cache.statuses)
+        self.events = EventRecorder(self.client, node_name=config.node_name)
+        self.leadership = Leadership()
+        self.reconciler = Reconciler(
+            compute=self.compute_desired,
+            backends=self.backends,
+            trigger=self.trigger,
+            observers=[self.metrics.observe, self._after_pass],
+        )
+        self._decide_config = config.decide_config()
+        self._withdrawn_for_api_loss = False
+        self.ready = asyncio.Event()
+
+    # -- the one computation ----------------------------------------------------------------
+
+    def compute_desired(self) -> DesiredState | None:
+        if not self.cache.synced:
+            return None  # never act on a cache that has not listed everything once
+        limit = self.config.withdraw_after
+        if limit is not None:
+            stale = self.cache.stale_for(asyncio.get_running_loop().time())
+            if stale > limit:
+                if not self._withdrawn_for_api_loss:
+                    log.warning("API unreachable for %.0fs > %.0fs (on_api_loss): withdrawing", stale, limit)
+                    self._withdrawn_for_api_loss = True
+                return DesiredState(advertisements={})
+            if self._withdrawn_for_api_loss and stale == 0:
+                self._withdrawn_for_api_loss = False
+                log.info("API reachable again: advertising from a fresh cache")
+        return decide(self._decide_config, self.cache.snapshot(), self.leadership)
+
+    def _after_pass(self, result: ReconcileResult) -> None:
+        self.events.report(result.desired.problems)
+        self.ready.set()
+
+    def _on_source_change(self, source: str) -> None:
+        self.trigger.fire(f"source:{source}")
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until `stop` is set; then withdraw (unless keep_routes_on_exit) and close."""
+        tasks: list[asyncio.Task[Any]] = []
+        try:
+            tasks.append(asyncio.create_task(self.cache.run(), name="cache"))
+            tasks.append(asyncio.create_task(self.events.run(), name="events"))
+            tasks.append(asyncio.create_task(self.reconciler.run(self._first_sync()), name="reconciler"))
+            for backend in self.backends:
+                tasks.append(asyncio.create_task(self.reconciler.watch_dataplane(backend),
+                                                 name=f"watch-{backend.name}"))
+            tasks.append(asyncio.create_task(self._timer(), name="timer"))
+            if self.config.metrics_address:
+                from kvip.httpserver import serve_agent_http
+
+                tasks.append(asyncio.create_task(serve_agent_http(self, self.config.metrics_address),
+                                                 name="http"))
+            stopper = asyncio.create_task(stop.wait())
+            done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not stopper and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+            stopper.cancel()
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(BaseException):
+                    await task
+            self.trigger.cancel_timers()
+            await self._shutdown()
+
+    async def _first_sync(self) -> None:
+        await self.cache.wait_synced()
+        log.info("cache synced (%d services, %d endpointslices); reconciling",
+                 len(self.cache.services.store), len(self.cache.slices.store))
+
+    async def _timer(self) -> None:
+        # The dataplane is re-read on this period even if netlink were to miss a change.
+        while True:
+            await asyncio.sleep(self.config.resync_period)
+            self.trigger.fire("timer")
+
+    async def _shutdown(self) -> None:
+        if self.config.keep_routes_on_exit:
+            log.info("shutdown: keeping advertisements (keep_routes_on_exit)")
+        else:
+            removed = await self.reconciler.withdraw_all()
+            log.info("shutdown: withdrew %d item(s)", removed)
+        for backend in self.backends:
+            with contextlib.suppress(Exception):
+                await backend.close()
+        with contextlib.suppress(Exception):
+            await self.client.close()

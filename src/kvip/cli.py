@@ -1,0 +1,103 @@
+"""`kvip` command line: agent, lab, lab apiserver. Parses arguments and hands over; no logic here."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+async def _run_agent(args: argparse.Namespace) -> int:
+    from kvip.agent import Agent, AgentError
+    from kvip.config import ConfigError, config_from_args
+    from kvip.kube.client import KubeClientError
+
+    try:
+        config = config_from_args(args, os.environ)
+    except ConfigError as exc:
+        print(f"kvip agent: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    _setup_logging(config.log_level)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        agent = Agent(config)
+    except (AgentError, KubeClientError) as exc:
+        print(f"kvip agent: {exc}", file=sys.stderr)
+        return 2
+    logging.getLogger("kvip").info(
+        "starting on node %s: mode=%s table=%d protocol=%d interface=%s election=%s",
+        config.node_name, config.mode.value, config.routing_table_id, config.routing_protocol,
+        config.interface, config.election.value,
+    )
+    await agent.run(stop)
+    return 0
+
+
+def _add_lab_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    lab = sub.add_parser("lab", help="run the embedded lab: API stand-in, node namespaces, BGP router")
+    lab_sub = lab.add_subparsers(dest="lab_command")
+    api = lab_sub.add_parser("apiserver", help="run only the Kubernetes API stand-in")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=6443)
+    api.add_argument("--kubeconfig", default="kvip-lab.kubeconfig", help="where to write a kubeconfig")
+    try:
+        from kvip.lab.cli import add_lab_arguments
+    except ImportError:
+        return
+    add_lab_arguments(lab)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from kvip.config import add_agent_arguments
+
+    parser = argparse.ArgumentParser(prog="kvip", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    agent = sub.add_parser("agent", help="run the per-node agent (DaemonSet)")
+    add_agent_arguments(agent)
+    _add_lab_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "agent":
+        return asyncio.run(_run_agent(args))
+    if args.command == "lab":
+        if getattr(args, "lab_command", None) == "apiserver":
+            from kvip.lab.apiserver import run_standalone
+
+            _setup_logging("info")
+            with _quiet_interrupt():
+                asyncio.run(run_standalone(args.host, args.port, args.kubeconfig))
+            return 0
+        from kvip.lab.cli import run_lab
+
+        return run_lab(args)
+    return 2
+
+
+class _quiet_interrupt:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, value: object, tb: object) -> bool:
+        return kind is KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    sys.exit(main())

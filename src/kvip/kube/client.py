@@ -1,0 +1,35 @@
+"""Builds the one lightkube AsyncClient an agent uses: kubeconfig file or in-cluster service account.
+
+Owns nothing else; callers decide what to do with API errors (see `kvip.kube.errors`).
+"""
+
+from __future__ import annotations
+
+import os
+
+import httpx
+from lightkube import AsyncClient, KubeConfig
+
+
+class KubeClientError(Exception):
+    """No usable cluster credentials were found."""
+
+
+def load_kubeconfig(path: str | None) -> KubeConfig:
+    """`path`, else $KUBECONFIG, else the in-cluster service account."""
+    candidate = path or os.environ.get("KUBECONFIG")
+    try:
+        if candidate:
+            return KubeConfig.from_file(candidate)
+        return KubeConfig.from_service_account()
+    except Exception as exc:  # lightkube raises several unrelated types here
+        where = candidate or "in-cluster service account"
+        raise KubeClientError(f"cannot load Kubernetes credentials from {where}: {exc}") from exc
+
+
+def make_client(kubeconfig: str | None, *, request_timeout: float = 10.0) -> AsyncClient:
+    config = load_kubeconfig(kubeconfig)
+    # Reads time out quickly so a hung API shows up as an error; watches carry their own
+    # server-side timeout and are bounded by the reflector's resync deadline.
+    timeout = httpx.Timeout(request_timeout, read=None)
+    return AsyncClient(config=config, timeout=timeout, field_manager="kvip", trust_env=False)

@@ -1,0 +1,77 @@
+"""Kubernetes Events for bad input, so `kubectl describe service` says why a VIP is not advertised.
+
+Owns a deduplicated, rate-limited outbox. A problem is posted once while it persists (not once per
+reconcile) and again only if it went away and came back. Posting is best effort: a 403 on events
+must never slow or stop reconciliation, so failures are logged once and dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Iterable
+
+from lightkube import AsyncClient
+
+from kvip.kube.errors import describe
+from kvip.kube.resources import Event
+from kvip.model import BadInput
+
+log = logging.getLogger("kvip.events")
+
+
+class EventRecorder:
+    def __init__(self, client: AsyncClient, *, node_name: str, component: str = "kvip") -> None:
+        self._client = client
+        self._node = node_name
+        self._component = component
+        self._active: set[BadInput] = set()
+        self._queue: asyncio.Queue[BadInput] = asyncio.Queue(maxsize=1000)
+        self._warned = False
+
+    def report(self, problems: Iterable[BadInput]) -> None:
+        """Called after every reconcile with the current problems; posts only new ones."""
+        current = set(problems)
+        for problem in current - self._active:
+            log.warning("service %s: %s: %s", problem.service, problem.reason, problem.message)
+            if not self._queue.full():
+                self._queue.put_nowait(problem)
+        self._active = current
+
+    async def run(self) -> None:
+        while True:
+            problem = await self._queue.get()
+            try:
+                await self._post(problem)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not self._warned:
+                    log.warning("cannot post Kubernetes Events (%s); problems stay in the log", describe(exc))
+                    self._warned = True
+
+    async def _post(self, problem: BadInput) -> None:
+        now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        ns = problem.service.namespace
+        event = Event(
+            {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"generateName": f"{problem.service.name}.kvip-", "namespace": ns},
+                "involvedObject": {
+                    "apiVersion": "v1", "kind": "Service", "namespace": ns, "name": problem.service.name,
+                },
+                "reason": problem.reason,
+                "message": problem.message,
+                "type": "Warning",
+                "count": 1,
+                "firstTimestamp": now,
+                "lastTimestamp": now,
+                "source": {"component": self._component, "host": self._node},
+                "reportingComponent": self._component,
+                "reportingInstance": self._node,
+            }
+        )
+        await self._client.create(event, namespace=ns)
+        self._warned = False

@@ -1,0 +1,89 @@
+"""Prometheus metrics of one agent, fed by reconcile results and read from the cache at scrape time.
+
+Owns a private CollectorRegistry (so tests and several in-process agents never collide). Never
+decides anything: it only reports what the reconciler and the reflectors already know.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from kvip.kube.reflector import SourceState, SourceStatus
+from kvip.reconcile import ReconcileResult
+
+
+class _SourceCollector(Collector):
+    def __init__(self, statuses: Callable[[], Iterable[SourceStatus]]) -> None:
+        self._statuses = statuses
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        state = GaugeMetricFamily(
+            "kvip_source_state", "1 for the current state of each API source", labels=["resource", "state"]
+        )
+        objects = GaugeMetricFamily("kvip_source_objects", "Objects in the cache per source", labels=["resource"])
+        last_list = GaugeMetricFamily(
+            "kvip_source_last_list_timestamp_seconds", "Wall clock of the last successful list", labels=["resource"]
+        )
+        relists = GaugeMetricFamily("kvip_source_relists", "Successful lists since start", labels=["resource"])
+        for status in self._statuses():
+            for candidate in SourceState:
+                state.add_metric([status.resource, candidate.value], 1.0 if candidate is status.state else 0.0)
+            objects.add_metric([status.resource], status.objects)
+            last_list.add_metric([status.resource], status.last_list_at or 0.0)
+            relists.add_metric([status.resource], status.relists)
+        yield from (state, objects, last_list, relists)
+
+
+class AgentMetrics:
+    def __init__(self, node_name: str, statuses: Callable[[], Iterable[SourceStatus]]) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.reconciles = Counter("kvip_reconcile", "Reconcile passes", ["result"], registry=r)
+        self.duration = Histogram(
+            "kvip_reconcile_duration_seconds", "Time of one reconcile pass", registry=r,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.changes = Counter(
+            "kvip_dataplane_changes", "Items added/removed in the dataplane", ["backend", "op"], registry=r
+        )
+        self.failures = Counter(
+            "kvip_dataplane_failures", "Items that could not be changed (retried)", ["backend"], registry=r
+        )
+        self.drift = Gauge(
+            "kvip_drift_items",
+            "Items the dataplane differed from the desired state by, found at the start of the last pass",
+            ["backend"], registry=r,
+        )
+        self.desired_vips = Gauge("kvip_desired_vips", "VIPs this node should advertise", registry=r)
+        self.eligible_services = Gauge("kvip_eligible_services", "Services this node may advertise", registry=r)
+        self.bad_input = Gauge("kvip_bad_input_services", "Services with input kvip could not use", registry=r)
+        self.last_reconcile = Gauge(
+            "kvip_last_reconcile_timestamp_seconds", "Wall clock of the last completed pass", registry=r
+        )
+        self.info = Gauge("kvip_agent_info", "Static facts about this agent", ["node"], registry=r)
+        self.info.labels(node_name).set(1)
+        r.register(_SourceCollector(statuses))
+
+    def observe(self, result: ReconcileResult) -> None:
+        self.reconciles.labels("error" if result.error or result.failed else "ok").inc()
+        self.duration.observe(result.duration)
+        for diff in result.diffs:
+            self.drift.labels(diff.backend).set(len(diff.added) + len(diff.removed))
+            if diff.added:
+                self.changes.labels(diff.backend, "add").inc(len(diff.added))
+            if diff.removed:
+                self.changes.labels(diff.backend, "remove").inc(len(diff.removed))
+            if diff.failed:
+                self.failures.labels(diff.backend).inc(len(diff.failed))
+        self.desired_vips.set(len(result.desired.advertisements))
+        self.eligible_services.set(len(result.desired.eligible))
+        self.bad_input.set(len({p.service for p in result.desired.problems}))
+        self.last_reconcile.set(time.time())
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,204 @@
+"""The one reconcile loop of a node: coalesced triggers → decide → diff against the dataplane → apply.
+
+Owns the trigger queue and the apply/retry policy. Holds no per-service state that the cache
+already holds: each pass recomputes the whole desired state and re-reads the dataplane, so a lost
+event, a crashed apply or a route deleted behind our back is repaired by the next pass, whatever
+caused it. The only memory kept between passes is for reporting (last result, last known good
+endpoint), and correctness never reads it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kvip.dataplane.base import ApplyError, Dataplane
+from kvip.kube.backoff import Backoff
+from kvip.model import DesiredState, ServiceKey
+
+log = logging.getLogger("kvip.reconcile")
+
+
+class Trigger:
+    """Coalescing wake-up: any number of `fire()` calls between two waits make one pass."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+        self._reasons: Counter[str] = Counter()
+        self._timers: set[asyncio.TimerHandle] = set()
+
+    def fire(self, reason: str) -> None:
+        self._reasons[reason] += 1
+        self._event.set()
+
+    def fire_later(self, delay: float, reason: str) -> None:
+        loop = asyncio.get_running_loop()
+        handle: asyncio.TimerHandle
+
+        def due() -> None:
+            self._timers.discard(handle)
+            self.fire(reason)
+
+        handle = loop.call_later(delay, due)
+        self._timers.add(handle)
+
+    async def wait(self) -> Counter[str]:
+        await self._event.wait()
+        self._event.clear()
+        reasons, self._reasons = self._reasons, Counter()
+        return reasons
+
+    def cancel_timers(self) -> None:
+        for handle in self._timers:
+            handle.cancel()
+        self._timers.clear()
+
+
+@dataclass(frozen=True)
+class BackendDiff:
+    backend: str
+    added: frozenset[Hashable]
+    removed: frozenset[Hashable]
+    failed: Mapping[Hashable, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ReconcileResult:
+    desired: DesiredState
+    diffs: tuple[BackendDiff, ...]
+    reasons: Mapping[str, int]
+    started_at: float  # wall clock
+    duration: float  # seconds
+    error: str | None = None  # a backend could not even be read
+
+    @property
+    def changed(self) -> bool:
+        return any(d.added or d.removed for d in self.diffs)
+
+    @property
+    def failed(self) -> int:
+        return sum(len(d.failed) for d in self.diffs)
+
+
+# Returns the desired state, or None when the cache cannot be trusted yet (never synced): then the
+# dataplane is left exactly as it is, which is what makes a restart gap-free.
+ComputeDesired = Callable[[], DesiredState | None]
+ResultObserver = Callable[[ReconcileResult], None]
+
+
+class Reconciler:
+    def __init__(
+        self,
+        *,
+        compute: ComputeDesired,
+        backends: Sequence[Dataplane[Any]],
+        trigger: Trigger,
+        observers: Sequence[ResultObserver] = (),
+        retry_backoff: Backoff | None = None,
+    ) -> None:
+        self._compute = compute
+        self.backends = tuple(backends)
+        self.trigger = trigger
+        self._observers = list(observers)
+        self._retry = retry_backoff or Backoff(initial=0.2, cap=5.0)
+        self.last_result: ReconcileResult | None = None
+        self.passes = 0
+        # The seed's `lastKnownGoodEndpoint`, kept for status and metrics only.
+        self.last_known_good_endpoint: dict[ServiceKey, str] = {}
+
+    def add_observer(self, observer: ResultObserver) -> None:
+        self._observers.append(observer)
+
+    async def run(self, ready: Awaitable[Any] | None = None) -> None:
+        """Forever: wait for a trigger, reconcile once. Waits for `ready` before the first pass."""
+        if ready is not None:
+            await ready
+        self.trigger.fire("start")
+        while True:
+            reasons = await self.trigger.wait()
+            result = await self.reconcile_once(reasons)
+            if result is None:
+                continue
+            if result.failed or result.error:
+                self.trigger.fire_later(self._retry.next_delay(), "retry")
+            else:
+                self._retry.reset()
+
+    async def watch_dataplane(self, backend: Dataplane[Any]) -> None:
+        """Turns a backend's change hints into triggers (netlink: tampering repaired at once)."""
+        async for _ in backend.changes():
+            self.trigger.fire(f"dataplane:{backend.name}")
+
+    async def reconcile_once(self, reasons: Mapping[str, int] | None = None) -> ReconcileResult | None:
+        started, t0 = time.time(), time.perf_counter()
+        desired = self._compute()
+        if desired is None:
+            return None
+        self._remember_endpoints(desired)
+        diffs: list[BackendDiff] = []
+        error: str | None = None
+        for backend in self.backends:
+            try:
+                diffs.append(await self._converge(backend, desired))
+            except Exception as exc:  # a backend that cannot even be read must not stop the others
+                error = f"{backend.name}: {exc}"
+                log.error("reconcile: cannot read dataplane %s: %s", backend.name, exc)
+        result = ReconcileResult(
+            desired=desired,
+            diffs=tuple(diffs),
+            reasons=dict(reasons or {}),
+            started_at=started,
+            duration=time.perf_counter() - t0,
+            error=error,
+        )
+        self.passes += 1
+        self.last_result = result
+        for observer in self._observers:
+            observer(result)
+        return result
+
+    async def withdraw_all(self) -> int:
+        """Remove everything we own from every backend (graceful shutdown)."""
+        removed = 0
+        for backend in self.backends:
+            try:
+                owned = await backend.observe()
+                if owned:
+                    await backend.apply(frozenset(), owned)
+                removed += len(owned)
+            except Exception as exc:
+                log.error("shutdown: could not withdraw from %s: %s", backend.name, exc)
+        return removed
+
+    async def _converge(self, backend: Dataplane[Any], desired: DesiredState) -> BackendDiff:
+        want = backend.desired(desired)
+        have = await backend.observe()
+        add, remove = want - have, have - want
+        failed: dict[Hashable, str] = {}
+        if add or remove:
+            try:
+                await backend.apply(add, remove)
+            except ApplyError as exc:
+                failed = dict(exc.failed)
+            for item in sorted(add, key=str):
+                if item not in failed:
+                    log.info("%s: added %s", backend.name, item)
+            for item in sorted(remove, key=str):
+                if item not in failed:
+                    log.info("%s: removed %s", backend.name, item)
+            for item, why in failed.items():
+                log.warning("%s: could not change %s: %s (will retry)", backend.name, item, why)
+        return BackendDiff(backend.name, frozenset(add), frozenset(remove), failed)
+
+    def _remember_endpoints(self, desired: DesiredState) -> None:
+        for key, decision in desired.decisions.items():
+            if decision.local_endpoints:
+                self.last_known_good_endpoint[key] = decision.local_endpoints[0]
+        for key in list(self.last_known_good_endpoint):
+            if key not in desired.decisions:
+                del self.last_known_good_endpoint[key]
