@@ -123,8 +123,12 @@ class Agent:
             stopper = asyncio.create_task(stop.wait())
             done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
             for task in done:
-                if task is not stopper and task.exception() is not None:
+                if task is stopper:
+                    continue
+                # Every task is meant to run forever: one that ends is a bug, never a clean exit.
+                if task.exception() is not None:
                     raise task.exception()  # type: ignore[misc]
+                raise AgentError(f"task {task.get_name()} ended unexpectedly")
             stopper.cancel()
         finally:
             for task in tasks:

@@ -13,10 +13,14 @@ from collections.abc import Sequence
 
 def _setup_logging(level: str) -> None:
     logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
+        level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # One line per HTTP request would drown the state changes we do log.
+    for noisy in ("httpx2", "httpcore2", "httpx", "httpcore", "pyroute2", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("kvip").setLevel(getattr(logging, level.upper(), logging.INFO))
 
 
 async def _run_agent(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ decides anything: it only reports what the reconciler and the reflectors already
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -56,8 +56,13 @@ class AgentMetrics:
         )
         self.drift = Gauge(
             "kvip_drift_items",
-            "Items the dataplane differed from the desired state by, found at the start of the last pass",
+            "Items by which the dataplane still differs from the desired state after the last pass (should be 0)",
             ["backend"], registry=r,
+        )
+        self.repairs = Counter(
+            "kvip_repairs",
+            "Dataplane items changed, by what woke the pass (source, dataplane, timer, start, retry)",
+            ["backend", "cause"], registry=r,
         )
         self.desired_vips = Gauge("kvip_desired_vips", "VIPs this node should advertise", registry=r)
         self.eligible_services = Gauge("kvip_eligible_services", "Services this node may advertise", registry=r)
@@ -72,8 +77,11 @@ class AgentMetrics:
     def observe(self, result: ReconcileResult) -> None:
         self.reconciles.labels("error" if result.error or result.failed else "ok").inc()
         self.duration.observe(result.duration)
+        cause = _cause(result.reasons)
         for diff in result.diffs:
-            self.drift.labels(diff.backend).set(len(diff.added) + len(diff.removed))
+            self.drift.labels(diff.backend).set(len(diff.failed))
+            if diff.added or diff.removed:
+                self.repairs.labels(diff.backend, cause).inc(len(diff.added) + len(diff.removed))
             if diff.added:
                 self.changes.labels(diff.backend, "add").inc(len(diff.added))
             if diff.removed:
@@ -87,3 +95,12 @@ class AgentMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _cause(reasons: Mapping[str, int]) -> str:
+    """The kind of trigger that woke a pass; dataplane beats source beats timer when several did."""
+    kinds = {reason.split(":", 1)[0] for reason in reasons}
+    for kind in ("dataplane", "source", "retry", "start", "manual", "timer"):
+        if kind in kinds:
+            return kind
+    return "other"

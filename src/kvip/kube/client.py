@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-import httpx
+import httpx2 as httpx  # lightkube 1.x ships its own httpx fork
 from lightkube import AsyncClient, KubeConfig
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 
-import httpx
+import httpx2 as httpx  # lightkube 1.x ships its own httpx fork
 from lightkube import ApiError
 
 

@@ -17,7 +17,6 @@ Lifecycle, repeated forever:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
 import time
@@ -156,16 +155,37 @@ class Reflector(Generic[K, V]):
     # -- watch --------------------------------------------------------------------------------
 
     async def _watch_until(self, deadline: float) -> None:
-        """Watch from self._rv until the deadline (then return to relist) or a 410 (same)."""
+        """Watch from self._rv until the deadline or a relist request (then return to relist).
+
+        Returns early on 410 (relist); raises on 401/403 (the caller backs off and relists).
+        """
+        watching = asyncio.create_task(self._watch_loop(deadline))
+        relist = asyncio.create_task(self._relist_requested.wait())
+        try:
+            await asyncio.wait({watching, relist}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (watching, relist):
+                task.cancel()
+            await asyncio.gather(watching, relist, return_exceptions=True)
+        if watching.done() and not watching.cancelled() and watching.exception() is not None:
+            raise watching.exception()  # type: ignore[misc]
+
+    async def _watch_loop(self, deadline: float) -> None:
         loop = asyncio.get_running_loop()
-        while loop.time() < deadline and not self._relist_requested.is_set():
+        while loop.time() < deadline:
             try:
                 async with asyncio.timeout_at(deadline):
-                    await self._stream_once()
+                    stream = self._client.watch(
+                        self._resource,
+                        namespace=ALL_NS if self._namespaced else None,
+                        fields=self._fields,
+                        resource_version=self._rv or None,
+                        server_timeout=self._watch_timeout,
+                    )
+                    async for kind, obj in stream:
+                        self._apply(kind, obj)
             except TimeoutError:
                 return
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:
                 failure = classify(exc)
                 if failure is ApiFailure.GONE:
@@ -176,34 +196,6 @@ class Reflector(Generic[K, V]):
                 self._watch_restarts += 1
                 self._set_state(SourceState.DEGRADED, describe(exc))
                 await asyncio.sleep(self._backoff.next_delay())
-                continue
-
-    async def _stream_once(self) -> None:
-        relist = asyncio.ensure_future(self._relist_requested.wait())
-        try:
-            stream = self._client.watch(
-                self._resource,
-                namespace=ALL_NS if self._namespaced else None,
-                fields=self._fields,
-                resource_version=self._rv or None,
-                server_timeout=self._watch_timeout,
-            )
-            async with contextlib.aclosing(stream.__aiter__()) as events:
-                while True:
-                    nxt = asyncio.ensure_future(anext(events))
-                    done, _ = await asyncio.wait({nxt, relist}, return_when=asyncio.FIRST_COMPLETED)
-                    if nxt not in done:
-                        nxt.cancel()
-                        with contextlib.suppress(BaseException):
-                            await nxt
-                        return
-                    try:
-                        kind, obj = nxt.result()
-                    except StopAsyncIteration:
-                        return
-                    self._apply(kind, obj)
-        finally:
-            relist.cancel()
 
     def _apply(self, kind: str, obj: Mapping[str, Any]) -> None:
         meta = obj.get("metadata") or {}

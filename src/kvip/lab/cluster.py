@@ -47,10 +47,15 @@ def owned_routes(netns: str, *, table: int = 198, protocol: int = 248) -> set[st
     """The routes in `table` with our protocol inside `netns`, as 'prefix' strings (v4 and v6)."""
     found: set[str] = set()
     for family in ("-4", "-6"):
-        out = subprocess.run(
+        run = subprocess.run(
             ["ip", "-n", netns, "-j", family, "route", "show", "table", str(table), "proto", str(protocol)],
-            check=True, capture_output=True, text=True,
-        ).stdout
+            capture_output=True, text=True,
+        )
+        if run.returncode != 0:
+            if "table does not exist" in run.stderr:
+                continue  # the kernel creates a family's table with its first route
+            raise LabError(f"cannot read routes in {netns}: {run.stderr.strip()}")
+        out = run.stdout
         for route in json.loads(out or "[]"):
             dst = route["dst"]
             found.add(dst if "/" in dst else f"{dst}/{32 if family == '-4' else 128}")
