@@ -167,7 +167,8 @@ class _Output:
     def __init__(self, live: bool) -> None:
         from rich.console import Console
 
-        self.console = Console(highlight=False, force_terminal=live or None, no_color=not live)
+        self.console = Console(highlight=False, force_terminal=live or None, no_color=not live,
+                               width=None if live else 110)
         self._live = None
         if live:
             from rich.live import Live

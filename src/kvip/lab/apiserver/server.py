@@ -52,6 +52,14 @@ class Policy:
         return (None, resource, verb) in self.denied or (user, resource, verb) in self.denied
 
 
+def _static(body: Any) -> Any:
+    async def handler(_: web.Request) -> web.Response:
+        value = body()
+        return web.Response(text=value) if isinstance(value, str) else web.json_response(value)
+
+    return handler
+
+
 @dataclass(frozen=True)
 class Target:
     kind: Kind
@@ -87,11 +95,11 @@ class ApiApp:
         self.requests: Counter[str] = Counter()
         self.app = web.Application(middlewares=[self._latency], client_max_size=64 * 1024 * 1024)
         r = self.app.router
-        r.add_get("/api", lambda _: web.json_response(kinds.api_versions()))
-        r.add_get("/apis", lambda _: web.json_response(kinds.api_group_list()))
-        r.add_get("/version", lambda _: web.json_response(kinds.version_info()))
+        r.add_get("/api", _static(kinds.api_versions))
+        r.add_get("/apis", _static(kinds.api_group_list))
+        r.add_get("/version", _static(kinds.version_info))
         for probe in ("/healthz", "/readyz", "/livez"):
-            r.add_get(probe, lambda _: web.Response(text="ok"))
+            r.add_get(probe, _static(lambda: "ok"))
         r.add_post("/_standin/faults", self._faults)
         r.add_get("/_standin/stats", self._stats)
         r.add_route("*", "/api/{version}", self._core_discovery)
