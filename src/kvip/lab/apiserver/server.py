@@ -32,11 +32,17 @@ def status_body(code: int, reason: str, message: str, details: dict[str, Any] | 
 
 
 def error(code: int, reason: str, message: str, details: dict[str, Any] | None = None) -> web.Response:
-    return web.json_response(status_body(code, reason, message, details), status=code)
+    return _json(status_body(code, reason, message, details), status=code)
 
 
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"))
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    # Exactly "application/json", no charset: clients (lightkube among them) compare the header
+    # verbatim before decoding an error body as a Status, as the real server sends it.
+    return web.Response(body=_dumps(body).encode(), status=status, headers={"Content-Type": JSON})
 
 
 @dataclass
@@ -55,7 +61,7 @@ class Policy:
 def _static(body: Any) -> Any:
     async def handler(_: web.Request) -> web.Response:
         value = body()
-        return web.Response(text=value) if isinstance(value, str) else web.json_response(value)
+        return web.Response(text=value) if isinstance(value, str) else _json(value)
 
     return handler
 
@@ -118,18 +124,18 @@ class ApiApp:
 
     async def _core_discovery(self, request: web.Request) -> web.Response:
         body = kinds.resource_list("", request.match_info["version"])
-        return web.json_response(body) if body else error(404, "NotFound", "the server could not find the requested resource")
+        return _json(body) if body else error(404, "NotFound", "the server could not find the requested resource")
 
     async def _group_discovery(self, request: web.Request) -> web.Response:
         group = request.match_info["group"]
         for entry in kinds.api_group_list()["groups"]:
             if entry["name"] == group:
-                return web.json_response({"kind": "APIGroup", "apiVersion": "v1", **entry})
+                return _json({"kind": "APIGroup", "apiVersion": "v1", **entry})
         return error(404, "NotFound", "the server could not find the requested resource")
 
     async def _group_version_discovery(self, request: web.Request) -> web.Response:
         body = kinds.resource_list(request.match_info["group"], request.match_info["version"])
-        return web.json_response(body) if body else error(404, "NotFound", "the server could not find the requested resource")
+        return _json(body) if body else error(404, "NotFound", "the server could not find the requested resource")
 
     # -- resources ---------------------------------------------------------------------------
 
@@ -191,7 +197,7 @@ class ApiApp:
     async def _dispatch(self, request: web.Request, verb: str, target: Target, user: str) -> web.StreamResponse:
         store, kind, ns, name = self.store, target.kind, target.namespace, target.name
         if verb == "get":
-            return web.json_response(store.get(kind.plural, ns, name or ""))
+            return _json(store.get(kind.plural, ns, name or ""))
         if verb == "list":
             return self._list(request, target)
         if verb == "watch":
@@ -201,9 +207,9 @@ class ApiApp:
             if name is not None:
                 return error(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
             obj = store.create({**body, "apiVersion": kind.api_version, "kind": kind.kind}, kind.plural, ns)
-            return web.json_response(obj, status=201)
+            return _json(obj, status=201)
         if verb == "update":
-            return web.json_response(store.update(body, kind.plural, ns, name or "", target.subresource))
+            return _json(store.update(body, kind.plural, ns, name or "", target.subresource))
         if verb == "patch":
             ctype = request.content_type
             if ctype not in ("application/merge-patch+json", "application/strategic-merge-patch+json",
@@ -211,12 +217,12 @@ class ApiApp:
                 return error(415, "UnsupportedMediaType", f"the body of the request was in an unknown format: {ctype}")
             if ctype == "application/json-patch+json":
                 return error(415, "UnsupportedMediaType", "json-patch is not supported by the kvip stand-in")
-            return web.json_response(store.patch(body, kind.plural, ns, name or "", target.subresource))
+            return _json(store.patch(body, kind.plural, ns, name or "", target.subresource))
         if verb == "delete":
             if name is None:
                 return error(405, "MethodNotAllowed", "deletecollection is not supported by the kvip stand-in")
             gone = store.delete(kind.plural, ns, name)
-            return web.json_response(gone)
+            return _json(gone)
         return error(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
 
     def _list(self, request: web.Request, target: Target) -> web.Response:
@@ -225,7 +231,7 @@ class ApiApp:
         kind = target.kind
         body = {"kind": f"{kind.kind}List", "apiVersion": kind.api_version,
                 "metadata": {"resourceVersion": str(self.store.rv)}, "items": items}
-        return web.Response(text=_dumps(body), content_type=JSON)
+        return _json(body)
 
     async def _watch(self, request: web.Request, target: Target, user: str) -> web.StreamResponse:
         labels, fields = label_selector(request.query.get("labelSelector")), field_selector(request.query.get("fieldSelector"))
@@ -282,8 +288,8 @@ class ApiApp:
         if action not in allowed:
             return error(400, "BadRequest", f"unknown action {action!r}; one of {sorted(allowed)}")
         getattr(self.control, action)(**body)
-        return web.json_response({"ok": True, "resourceVersion": str(self.store.rv)})
+        return _json({"ok": True, "resourceVersion": str(self.store.rv)})
 
     async def _stats(self, _: web.Request) -> web.Response:
-        return web.json_response({"requests": dict(self.requests), "resourceVersion": self.store.rv,
+        return _json({"requests": dict(self.requests), "resourceVersion": self.store.rv,
                                   "watchers": len(self.store.watchers), "objects": len(self.store.objects)})
