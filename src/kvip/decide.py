@@ -48,8 +48,10 @@ class DecideConfig:
     lb_class_legacy: bool = True
     # Ready-only (False) or Ready-or-Serving (True): whether a serving-but-terminating endpoint counts.
     serving_terminating: bool = False
-    # Stop advertising on a cordoned / excluded / network-unavailable node.
+    # Stop advertising on a node excluded from load balancers or with NetworkUnavailable (MetalLB does too).
     respect_node_state: bool = True
+    # Also withdraw when the node is cordoned (a drain is coming); off by default, as in kube-vip.
+    drain_on_cordon: bool = False
 
 
 def decide(
@@ -115,7 +117,7 @@ def node_blocker(config: DecideConfig, node: NodeView | None) -> str | None:
     """Why this node must advertise nothing at all, or None."""
     if node is None or not config.respect_node_state:
         return None
-    if node.unschedulable:
+    if node.unschedulable and config.drain_on_cordon:
         return "node-cordoned"
     if EXCLUDE_LB_LABEL in node.labels:
         return "node-excluded"
