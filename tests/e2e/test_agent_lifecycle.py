@@ -1,0 +1,61 @@
+"""Agent lifecycle and bad input, end to end: shutdown semantics, Events, one bad service costs nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from kvip.lab.cluster import LabCluster
+from kvip.lab.objects import Endpoint, endpoint_slice, load_balancer_service
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture
+async def lab(tmp_path: Path) -> AsyncIterator[LabCluster]:
+    async with LabCluster(("node-a",), workdir=tmp_path, resync_period=3.0) as cluster:
+        cluster.api.create(load_balancer_service("web", vips=["10.96.0.10"]))
+        cluster.api.create(endpoint_slice("web", [Endpoint("10.244.1.5", "node-a")]))
+        yield cluster
+
+
+async def test_sigterm_withdraws_every_route(lab: LabCluster) -> None:
+    lab.start_agent("node-a")
+    await lab.wait_for({"node-a": {"10.96.0.10/32"}})
+    assert lab.stop_agent("node-a", sig=signal.SIGTERM) == 0
+    assert lab.routes("node-a") == set()
+
+
+async def test_keep_routes_on_exit_leaves_routes_for_the_next_agent(lab: LabCluster) -> None:
+    lab.start_agent("node-a", env={"kvip_keep_routes_on_exit": "true"})
+    await lab.wait_for({"node-a": {"10.96.0.10/32"}})
+    lab.stop_agent("node-a", sig=signal.SIGTERM)
+    assert lab.routes("node-a") == {"10.96.0.10/32"}
+
+
+async def test_malformed_service_gets_an_event_and_never_costs_another_vip_its_route(lab: LabCluster) -> None:
+    lab.api.create(load_balancer_service("broken", vips=["10.96.0.300", "fe80::1"], via="annotation"))
+    lab.api.create(endpoint_slice("broken", [Endpoint("10.244.1.6", "node-a")]))
+    lab.start_agent("node-a")
+    await lab.wait_for({"node-a": {"10.96.0.10/32"}})
+    for _ in range(100):
+        events = [e for e in lab.api.list("events", "default") if e["involvedObject"]["name"] == "broken"]
+        if events:
+            break
+        await asyncio.sleep(0.05)
+    assert events and events[0]["type"] == "Warning" and events[0]["reason"] == "InvalidVIP"
+    assert "broken" in lab.agent_log("node-a")
+    await asyncio.sleep(3.5)  # a full resync later: still one Event per problem, routes unchanged
+    posted = [e for e in lab.api.list("events", "default") if e["involvedObject"]["name"] == "broken"]
+    assert len(posted) == len({e["message"] for e in posted}) == 2  # the bad address and the link-local one
+    assert lab.routes("node-a") == {"10.96.0.10/32"}
+
+
+async def test_invalid_configuration_exits_with_a_clear_message(lab: LabCluster) -> None:
+    agent = lab.start_agent("node-a", env={"vip_routingtableid": "banana"})
+    assert agent.process.wait(10) == 2
+    assert "vip_routingtableid" in lab.agent_log("node-a")
