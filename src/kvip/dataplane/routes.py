@@ -13,13 +13,14 @@ import asyncio
 import errno
 import ipaddress
 import logging
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from pyroute2 import AsyncIPRoute
-from pyroute2.netlink.exceptions import NetlinkError
 
 from kvip.dataplane.base import ApplyError, DataplaneError
+from kvip.dataplane.netlink_batch import RouteBatcher, RouteRequest
 from kvip.model import DesiredState
 
 log = logging.getLogger("kvip.routes")
@@ -28,10 +29,8 @@ RTMGRP_IPV4_ROUTE = 0x40
 RTMGRP_IPV6_ROUTE = 0x400
 RTMGRP_LINK = 0x1
 ROUTE_TYPES = {"unicast": 1, "local": 2}
-RT_SCOPE_UNIVERSE, RT_SCOPE_HOST, RT_SCOPE_NOWHERE = 0, 254, 255
-# How many netlink requests are in flight at once: enough to hide round trips, small enough that
-# the kernel's socket buffer never overflows (which would lose acks).
-IN_FLIGHT = 256
+_TYPE_NAMES = {v: k for k, v in ROUTE_TYPES.items()}
+RT_SCOPE_UNIVERSE, RT_SCOPE_HOST = 0, 254
 
 
 class RouteTableError(DataplaneError):
@@ -72,37 +71,45 @@ class RouteTable:
         self._ipr: AsyncIPRoute | None = None
         self._ifindex: dict[str, int] = {}
         self._ifname: dict[int, str] = {}
+        self._batch: RouteBatcher | None = None
+        self._seen: dict[tuple[bytes, int, int, int | None], OwnedRoute] = {}
+        self._wanted: dict[ipaddress.IPv4Address | ipaddress.IPv6Address, OwnedRoute] = {}
 
     # -- Dataplane ---------------------------------------------------------------------------
 
     def desired(self, state: DesiredState) -> frozenset[OwnedRoute]:
-        return frozenset(
-            OwnedRoute(ipaddress.ip_network(vip), self.interface, self.table, self.protocol, self.route_type)
-            for vip in state.advertisements
-        )
+        if len(self._wanted) > 200_000:
+            self._wanted.clear()
+        return frozenset(self._wanted.get(vip) or self._route_for(vip) for vip in state.advertisements)
+
+    def _route_for(self, vip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> OwnedRoute:
+        # Cached: building 10,000 ip_network objects on every pass would cost more than the diff.
+        route = OwnedRoute(ipaddress.ip_network(vip), self.interface, self.table, self.protocol, self.route_type)
+        self._wanted[vip] = route
+        return route
 
     async def observe(self) -> frozenset[OwnedRoute]:
         ipr = await self._conn()
-        await self._refresh_links(ipr)
-        found = set()
-        type_names = {v: k for k, v in ROUTE_TYPES.items()}
         try:
-            for family in (2, 10):
-                async for msg in await ipr.route("dump", family=family, table=self.table, proto=self.protocol):
-                    if msg.get("table") != self.table or msg["proto"] != self.protocol:
-                        continue  # never even look at what is not ours
-                    dst = msg.get("dst")
-                    if dst is None:
-                        continue
-                    oif = msg.get("oif")
-                    found.add(OwnedRoute(
-                        ipaddress.ip_network(f"{dst}/{msg['dst_len']}", strict=False),
-                        self._ifname.get(oif, f"if{oif}") if oif is not None else "",
-                        self.table, self.protocol, type_names.get(msg["type"], str(msg["type"])),
-                    ))
-        except NetlinkError as exc:
+            dumped = await asyncio.to_thread(self._batcher().dump, self.table, self.protocol)
+            if any(oif is not None and oif not in self._ifname for _, _, _, oif in dumped):
+                await self._refresh_links(ipr)
+                self._seen.clear()
+        except OSError as exc:
             raise RouteTableError(f"cannot dump table {self.table}: {exc}") from exc
-        return frozenset(found)
+        return frozenset(self._seen.get(raw) or self._remember(raw) for raw in dumped)
+
+    def _remember(self, raw: tuple[bytes, int, int, int | None]) -> OwnedRoute:
+        dst, dst_len, rtm_type, oif = raw
+        if len(self._seen) > 200_000:
+            self._seen.clear()
+        route = OwnedRoute(
+            ipaddress.ip_network((ipaddress.ip_address(dst), dst_len), strict=False),
+            self._ifname.get(oif, f"if{oif}") if oif is not None else "",
+            self.table, self.protocol, _TYPE_NAMES.get(rtm_type, str(rtm_type)),
+        )
+        self._seen[raw] = route
+        return route
 
     async def apply(self, add: frozenset[OwnedRoute], remove: frozenset[OwnedRoute]) -> None:
         ipr = await self._conn()
@@ -136,6 +143,9 @@ class RouteTable:
             monitor.close()
 
     async def close(self) -> None:
+        if self._batch is not None:
+            self._batch.close()
+            self._batch = None
         if self._ipr is not None:
             self._ipr.close()
             self._ipr = None
@@ -154,39 +164,33 @@ class RouteTable:
         self._ifname = names
         self._ifindex = {name: index for index, name in names.items()}
 
-    def _request(self, command: str, route: OwnedRoute) -> dict[str, object]:
-        request: dict[str, object] = {"dst": str(route.dst), "table": route.table, "proto": route.protocol}
-        if command == "add":
-            request["type"] = ROUTE_TYPES.get(route.route_type, 1)
-            request["scope"] = RT_SCOPE_HOST if route.route_type == "local" else RT_SCOPE_UNIVERSE
-            if route.ifname:
-                request["oif"] = self._ifindex[route.ifname]
-        else:
-            # RT_SCOPE_NOWHERE makes the kernel ignore scope when matching, as `ip route del` does:
-            # a stale route someone added with our protocol but another scope is still ours to remove.
-            request["scope"] = RT_SCOPE_NOWHERE
-        return request
+    def _batcher(self) -> RouteBatcher:
+        if self._batch is None:
+            self._batch = RouteBatcher(self._netns)
+        return self._batch
 
     async def _run(self, ipr: AsyncIPRoute, command: str, routes: list[OwnedRoute],
                    failed: dict[OwnedRoute, str]) -> None:
-        gate = asyncio.Semaphore(IN_FLIGHT)
-
-        async def one(route: OwnedRoute) -> None:
-            if command == "add" and route.ifname and route.ifname not in self._ifindex:
+        add = command == "add"
+        requests, sent = [], []
+        for route in routes:
+            if add and route.ifname and route.ifname not in self._ifindex:
                 failed[route] = f"interface {route.ifname!r} does not exist"
-                return
-            async with gate:
-                try:
-                    await ipr.route(command, **self._request(command, route))
-                except NetlinkError as exc:
-                    if command == "add" and exc.code == errno.EEXIST:
-                        # Ours already there (raced with ourselves) is fine; someone else's is not.
-                        failed[route] = "destination already routed in this table by a route we do not own"
-                    elif command == "del" and exc.code == errno.ESRCH:
-                        return  # already gone: the goal is reached
-                    else:
-                        failed[route] = f"{command}: {exc}"
-                except KeyError:
-                    failed[route] = f"interface {route.ifname!r} does not exist"
-
-        await asyncio.gather(*(one(r) for r in routes))
+                continue
+            requests.append(RouteRequest(
+                add=add, dst=route.dst, table=route.table, protocol=route.protocol,
+                oif=self._ifindex.get(route.ifname) if route.ifname else None,
+                route_type=ROUTE_TYPES.get(route.route_type, 1),
+                scope=RT_SCOPE_HOST if route.route_type == "local" else RT_SCOPE_UNIVERSE,
+            ))
+            sent.append(route)
+        if not requests:
+            return
+        codes = await asyncio.to_thread(self._batcher().run, requests)
+        for route, code in zip(sent, codes):
+            if code == 0 or (not add and code == errno.ESRCH):
+                continue  # done, or already gone: the goal is reached either way
+            if add and code == errno.EEXIST:
+                failed[route] = "destination already routed in this table by a route we do not own"
+            else:
+                failed[route] = f"{command}: {os.strerror(code)}"
