@@ -23,7 +23,8 @@ from kvip.kube.cache import ClusterCache
 from kvip.kube.client import make_client
 from kvip.kube.events import EventRecorder
 from kvip.metrics import AgentMetrics
-from kvip.model import DesiredState, Leadership
+from kvip.kube.election import LeaseElector, LeaseKey, LeaseTiming, service_lease_key
+from kvip.model import ClusterSnapshot, DesiredState, ElectionMode, Leadership
 from kvip.reconcile import ReconcileResult, Reconciler, Trigger
 
 log = logging.getLogger("kvip.agent")
@@ -66,7 +67,13 @@ class Agent:
         self.backends = list(backends) if backends is not None else default_backends(config)
         self.metrics = AgentMetrics(config.node_name, self.cache.statuses)
         self.events = EventRecorder(self.client, node_name=config.node_name)
-        self.leadership = Leadership()
+        self.elector: LeaseElector | None = None
+        if config.election is not ElectionMode.NONE:
+            timing = LeaseTiming(config.lease_duration, config.renew_deadline, config.retry_period)
+            self.elector = LeaseElector(self.client, identity=config.node_name, timing=timing,
+                                        on_change=lambda: self.trigger.fire("lease"))
+            if config.election is ElectionMode.GLOBAL:
+                self.elector.want([self.global_lease])
         self.reconciler = Reconciler(
             compute=self.compute_desired,
             backends=self.backends,
@@ -93,7 +100,25 @@ class Agent:
             if self._withdrawn_for_api_loss and stale == 0:
                 self._withdrawn_for_api_loss = False
                 log.info("API reachable again: advertising from a fresh cache")
-        return decide(self._decide_config, self.cache.snapshot(), self.leadership)
+        snapshot = self.cache.snapshot()
+        state = decide(self._decide_config, snapshot, self.leadership(snapshot))
+        if self.elector is not None and self.config.election is ElectionMode.SERVICE:
+            # Only nodes decide() finds eligible contend; one that stops being eligible releases at once.
+            self.elector.want(service_lease_key(key) for key in state.eligible)
+        return state
+
+    @property
+    def global_lease(self) -> LeaseKey:
+        return LeaseKey(self.config.namespace, self.config.lease_name)
+
+    def leadership(self, snapshot: ClusterSnapshot) -> Leadership:
+        """What the elector holds *now* (fenced), as an input of decide()."""
+        if self.elector is None:
+            return Leadership()
+        held = self.elector.held()
+        if self.config.election is ElectionMode.GLOBAL:
+            return Leadership(is_global_leader=self.global_lease in held)
+        return Leadership(led_services=frozenset(k for k in snapshot.services if service_lease_key(k) in held))
 
     def _after_pass(self, result: ReconcileResult) -> None:
         self.events.report(result.desired.problems)
@@ -115,6 +140,8 @@ class Agent:
                 tasks.append(asyncio.create_task(self.reconciler.watch_dataplane(backend),
                                                  name=f"watch-{backend.name}"))
             tasks.append(asyncio.create_task(self._timer(), name="timer"))
+            if self.elector is not None:
+                tasks.append(asyncio.create_task(self.elector.run(), name="elector"))
             if self.config.metrics_address:
                 from kvip.httpserver import serve_agent_http
 
@@ -156,6 +183,10 @@ class Agent:
         else:
             removed = await self.reconciler.withdraw_all()
             log.info("shutdown: withdrew %d item(s)", removed)
+        if self.elector is not None and not self.config.keep_routes_on_exit:
+            # After withdrawing: the next leader may start only once we have stopped.
+            with contextlib.suppress(Exception):
+                await self.elector.release_all()
         for backend in self.backends:
             with contextlib.suppress(Exception):
                 await backend.close()

@@ -59,3 +59,23 @@ async def test_invalid_configuration_exits_with_a_clear_message(lab: LabCluster)
     agent = lab.start_agent("node-a", env={"vip_routingtableid": "banana"})
     assert agent.process.wait(10) == 2
     assert "vip_routingtableid" in lab.agent_log("node-a")
+
+
+async def test_api_loss_keeps_routes_by_default_and_withdraws_after_the_configured_bound(lab: LabCluster) -> None:
+    lab.start_agent("node-a", env={"kvip_on_api_loss": "withdraw-after=2s"})
+    await lab.wait_for({"node-a": {"10.96.0.10/32"}})
+    await lab.api.stop()  # the API server disappears
+    await asyncio.sleep(1.0)
+    assert lab.routes("node-a") == {"10.96.0.10/32"}  # within the bound: fail-static
+    await lab.wait_for({"node-a": set()}, timeout=8.0)
+    await lab.api.restart()
+    await lab.wait_for({"node-a": {"10.96.0.10/32"}}, timeout=8.0)
+
+
+async def test_api_loss_with_default_policy_keeps_routes(lab: LabCluster) -> None:
+    lab.start_agent("node-a")
+    await lab.wait_for({"node-a": {"10.96.0.10/32"}})
+    await lab.api.stop()
+    await asyncio.sleep(4.0)
+    assert lab.routes("node-a") == {"10.96.0.10/32"}
+    await lab.api.restart()

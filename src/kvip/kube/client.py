@@ -29,7 +29,8 @@ def load_kubeconfig(path: str | None) -> KubeConfig:
 
 def make_client(kubeconfig: str | None, *, request_timeout: float = 10.0) -> AsyncClient:
     config = load_kubeconfig(kubeconfig)
-    # Reads time out quickly so a hung API shows up as an error; watches carry their own
-    # server-side timeout and are bounded by the reflector's resync deadline.
-    timeout = httpx.Timeout(request_timeout, read=None)
+    # Requests time out so a hung API shows up as an error (a 30,000-object list still fits in the
+    # read budget); lightkube lifts the read timeout for watches, which the reflector bounds by its
+    # resync deadline instead.
+    timeout = httpx.Timeout(request_timeout, read=max(30.0, request_timeout))
     return AsyncClient(config=config, timeout=timeout, field_manager="kvip", trust_env=False)
