@@ -20,6 +20,7 @@ from kvip.kube.resources import EndpointSlice, Node, Service
 from kvip.model import ClusterSnapshot, EndpointView, NodeView, ServiceKey, ServiceView
 
 SliceKey = tuple[str, str]
+RELIST_GRACE = 30.0  # the client's read timeout: a relist may legitimately take this long
 SliceEntry = tuple[ServiceKey, tuple[EndpointView, ...]]
 
 
@@ -69,6 +70,7 @@ class ClusterCache:
         self._snapshot: ClusterSnapshot | None = None
         self._snapshot_generation = -1
         self._on_change = on_change
+        self._resync_period = resync_period
 
         def changed(source: str) -> None:
             self._generation += 1
@@ -106,13 +108,21 @@ class ClusterCache:
         return tuple(r.status() for r in self.reflectors)
 
     def stale_for(self, now_monotonic: float) -> float:
-        """Seconds since the least recently confirmed source last heard from the API (0 when healthy)."""
+        """How long the least recently confirmed source has gone unconfirmed beyond normal (0 = healthy).
+
+        An erroring source is stale from its last successful answer. A source that looks fine is
+        confirmed at least once per resync period (the relist), so one silent for longer than that
+        plus a grace for a slow list is stale too: this catches a watch hanging on a dead connection.
+        """
         worst = 0.0
         for reflector in self.reflectors:
             status = reflector.status()
-            if status.state is SourceState.SYNCED or status.last_ok_monotonic is None:
+            if status.last_ok_monotonic is None:
                 continue
-            worst = max(worst, now_monotonic - status.last_ok_monotonic)
+            age = now_monotonic - status.last_ok_monotonic
+            if status.state is SourceState.SYNCED:
+                age -= self._resync_period + RELIST_GRACE
+            worst = max(worst, age)
         return worst
 
     def request_relist(self) -> None:

@@ -1,81 +1,55 @@
 """Lease-based leader election for many leases at once: one loop per node, fenced by time.
 
-Owns the Leases this node contends for and nothing else. Leadership leaves here only as
-`held()`, a set computed on read: a lease counts as held only while our last successful
-acquire/renew is younger than `renew_deadline`. Other nodes take a lease only `lease_duration`
-after *they* last saw it change (client-go's rule: never compare clocks across machines), and
-renew_deadline < lease_duration, so a node that cannot reach the API stops advertising before any
-other node can start. That is the bound the tests check.
+Owns the Leases this node contends for and nothing else; it never decides what to advertise.
+Leadership leaves here only as `held()`, a set computed on read: a lease counts as held only while
+our last successful acquire/renew is younger than `renew_deadline`. Other nodes take a lease only
+`lease_duration` after *they* last saw it change (client-go's rule: never compare clocks across
+machines), and renew_deadline < lease_duration, so a node that cannot reach the API stops
+advertising before any other node can start. The rules themselves live in `election_rules`.
 
 Costs at N leases per node: one LIST per namespace per retry period to observe holders, plus a
-write only to create, take over, renew (every renew_deadline/2, not every period) or release.
+write only to create, take over, renew (every `LeaseTiming.renew_after`, not every period) or
+release, at most CONCURRENCY in flight.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from lightkube import AsyncClient
 
+from kvip.kube.election_rules import (
+    ElectionConfigError,
+    LeaseKey,
+    LeaseRecord,
+    LeaseState,
+    LeaseTiming,
+    Step,
+    fence_ends_at,
+    is_fenced_holder,
+    next_step,
+    service_lease_key,
+    spread_delay,
+)
 from kvip.kube.errors import ApiFailure, classify, describe
 from kvip.kube.resources import Lease
-from kvip.model import ServiceKey
+
+__all__ = ["CONCURRENCY", "ElectionConfigError", "LeaseElector", "LeaseKey", "LeaseState", "LeaseTiming",
+           "micro_time", "service_lease_key"]
 
 log = logging.getLogger("kvip.election")
 
 CONCURRENCY = 32
-
-
-class ElectionConfigError(ValueError):
-    """Lease timing that cannot give the fencing guarantee."""
-
-
-@dataclass(frozen=True)
-class LeaseTiming:
-    lease_duration: float = 15.0
-    renew_deadline: float = 10.0
-    retry_period: float = 2.0
-
-    def __post_init__(self) -> None:
-        if not 0 < self.retry_period < self.renew_deadline < self.lease_duration:
-            raise ElectionConfigError(
-                f"need 0 < retry period ({self.retry_period}) < renew deadline ({self.renew_deadline}) "
-                f"< lease duration ({self.lease_duration})")
-
-
-@dataclass(frozen=True, order=True)
-class LeaseKey:
-    namespace: str
-    name: str
-
-    def __str__(self) -> str:
-        return f"{self.namespace}/{self.name}"
-
-
-def service_lease_key(service: ServiceKey) -> LeaseKey:
-    """kube-vip's per-service lease: `kubevip-<service>` in the service's namespace."""
-    return LeaseKey(service.namespace, f"kubevip-{service.name}")
-
-
-@dataclass
-class LeaseState:
-    holder: str | None = None
-    renew_time: str | None = None
-    changed_at: float = 0.0  # local clock when (holder, renew_time) last changed
-    resource_version: str | None = None
-    spec: dict[str, Any] = field(default_factory=dict)
-    ours_since_renew: float | None = None  # local clock of our last successful write
-    transitions: int = 0
+RELEASE_ATTEMPTS = 3
 
 
 def micro_time(now: dt.datetime | None = None) -> str:
+    """RFC 3339 with microseconds, as Kubernetes' MicroTime serializes."""
     return (now or dt.datetime.now(dt.timezone.utc)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -88,37 +62,39 @@ class LeaseElector:
         self._on_change = on_change
         self._clock = clock
         self._wanted: frozenset[LeaseKey] = frozenset()
-        self._states: dict[LeaseKey, LeaseState] = {}
+        self._records: dict[LeaseKey, LeaseRecord] = {}
         self._to_release: set[LeaseKey] = set()
         self._reported: frozenset[LeaseKey] = frozenset()
         self._wake = asyncio.Event()
         self._failing = False
-        self.requests = 0
+        self.requests = 0  # API requests sent, for the benchmark and metrics
 
     # -- what the agent sees -------------------------------------------------------------------
 
     def want(self, leases: Iterable[LeaseKey]) -> None:
+        """Contend for exactly these leases from now on; any other we hold is released at once."""
         wanted = frozenset(leases)
         if wanted == self._wanted:
             return
         for key in self._wanted - wanted:
-            state = self._states.get(key)
-            if state is not None and state.ours_since_renew is not None:
-                state.ours_since_renew = None  # stops counting as held at once
+            record = self._records.get(key)
+            if record is not None and (record.renewed_at is not None or record.holder == self.identity):
+                record.renewed_at = None  # stops counting as held before the release is even sent
                 self._to_release.add(key)
+        self._to_release -= wanted
         self._wanted = wanted
         self._wake.set()
+        self._report()
 
     def held(self) -> frozenset[LeaseKey]:
         now = self._clock()
-        return frozenset(
-            key for key, s in self._states.items()
-            if key in self._wanted and s.ours_since_renew is not None
-            and now - s.ours_since_renew < self.timing.renew_deadline
-        )
+        return frozenset(key for key in self._wanted
+                         if (r := self._records.get(key)) is not None and is_fenced_holder(r, self.timing, now))
 
-    def status(self) -> Mapping[LeaseKey, LeaseState]:
-        return dict(self._states)
+    def status(self) -> dict[LeaseKey, LeaseState]:
+        now = self._clock()
+        return {key: r.snapshot(key in self._wanted and is_fenced_holder(r, self.timing, now))
+                for key, r in self._records.items()}
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -129,160 +105,194 @@ class LeaseElector:
 
     async def _work_loop(self) -> None:
         while True:
+            self._wake.clear()
             try:
                 await self.cycle()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # the fence keeps us safe; keep trying
-                self._note_failure(exc)
+            except Exception:  # a bug here must not end elections; the fence keeps us safe meanwhile
+                log.exception("election cycle failed")
             self._report()
-            self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), self.timing.retry_period)
             except asyncio.TimeoutError:
                 pass
 
     async def _fence_loop(self) -> None:
-        """Reports a lease lost by time alone exactly when the fence drops it, even while a request
-        of the work loop hangs on an unreachable API."""
+        """Reports a lease lost by time alone at the instant the fence drops it, even while a
+        request of the work loop hangs on an unreachable API."""
         while True:
             self._report()
             now = self._clock()
-            wake_in = self.timing.retry_period / 4
+            wake_in = self.timing.retry_period
             for key in self._reported:
-                renewed = self._states[key].ours_since_renew
-                if renewed is not None:
-                    wake_in = min(wake_in, renewed + self.timing.renew_deadline - now)
+                ends = fence_ends_at(self._records[key], self.timing)
+                if ends is not None:
+                    wake_in = min(wake_in, ends - now)
             await asyncio.sleep(max(0.001, wake_in + 0.001))
 
     async def cycle(self) -> None:
+        """One pass: send pending releases, observe every wanted namespace, then create, acquire or
+        renew what `next_step` says. Failures are logged once per change; the fence keeps us safe."""
+        failures: list[BaseException] = []
         gate = asyncio.Semaphore(CONCURRENCY)
-        releases = list(self._to_release)
-        self._to_release.clear()
-        await asyncio.gather(*(self._guarded(gate, self._release(k)) for k in releases))
+
+        async def bounded(work: Callable[[], Awaitable[None]]) -> None:
+            async with gate:
+                try:
+                    await work()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    failures.append(exc)
+
+        async def release(key: LeaseKey) -> None:
+            try:
+                await self._release(key)
+            except Exception:
+                if key not in self._wanted:
+                    self._to_release.add(key)  # still ours as far as we know: try again next cycle
+                raise
+
+        releases, self._to_release = sorted(self._to_release), set()
+        await asyncio.gather(*(bounded(lambda k=k: release(k)) for k in releases))
         wanted = self._wanted
-        if not wanted:
-            return
-        observed = await self._observe({k.namespace for k in wanted})
-        await asyncio.gather(*(self._guarded(gate, self._contend(k, observed.get(k))) for k in sorted(wanted)))
-        if self._failing:
-            self._failing = False
-            log.info("lease API reachable again")
+        namespaces = sorted({k.namespace for k in wanted})
+        seen: dict[str, dict[str, dict[str, Any]]] = {}
+        await asyncio.gather(*(bounded(lambda ns=ns: self._observe(ns, seen)) for ns in namespaces))
+        now = self._clock()
+        steps: list[tuple[LeaseKey, Step]] = []
+        for key in sorted(wanted):
+            record = self._records.setdefault(key, LeaseRecord(changed_at=now))
+            if key.namespace in seen:
+                record.observe(seen[key.namespace].get(key.name), now)
+                if record.holder != self.identity:
+                    record.renewed_at = None
+            elif not (record.exists and record.holder == self.identity):
+                continue  # namespace unreadable: only a renewal is safe blind (the resourceVersion guards it)
+            step = next_step(record, identity=self.identity, timing=self.timing, now=now,
+                             spread=spread_delay(self.identity, key, self.timing))
+            if step is not Step.WAIT:
+                steps.append((key, step))
+        await asyncio.gather(*(bounded(lambda k=k, s=s: self._write(k, s)) for k, s in steps))
+        self._note(failures)
 
     async def release_all(self) -> None:
-        """Clean stop: clear holderIdentity on every lease we hold, so others take over at once."""
-        mine = [k for k, s in self._states.items() if s.ours_since_renew is not None]
+        """Clean stop: stop contending and clear holderIdentity on every lease we hold, so other
+        nodes take over within one retry period instead of waiting for lease_duration."""
+        self._wanted, self._to_release = frozenset(), set()
+        mine = sorted(k for k, r in self._records.items()
+                      if r.renewed_at is not None or (r.exists and r.holder == self.identity))
         for key in mine:
-            self._states[key].ours_since_renew = None
-        gate = asyncio.Semaphore(CONCURRENCY)
-        await asyncio.gather(*(self._guarded(gate, self._release(k)) for k in mine), return_exceptions=True)
+            self._records[key].renewed_at = None
         self._report()
+        gate = asyncio.Semaphore(CONCURRENCY)
 
-    # -- internals -------------------------------------------------------------------------------
+        async def bounded(key: LeaseKey) -> None:
+            async with gate:
+                await self._release(key)
 
-    async def _guarded(self, gate: asyncio.Semaphore, work: Any) -> None:
-        async with gate:
-            try:
-                await work
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self._note_failure(exc)
+        results = await asyncio.gather(*(bounded(k) for k in mine), return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            log.warning("could not release %d lease(s) on stop (%s); they expire after %.1fs",
+                        len(failed), describe(failed[0]), self.timing.lease_duration)
 
-    async def _observe(self, namespaces: set[str]) -> dict[LeaseKey, dict[str, Any]]:
-        seen: dict[LeaseKey, dict[str, Any]] = {}
-        for namespace in sorted(namespaces):
-            self.requests += 1
-            async for lease in self._client.list(Lease, namespace=namespace):
-                meta = lease.get("metadata") or {}
-                seen[LeaseKey(namespace, meta.get("name", ""))] = dict(lease)
-        now = self._clock()
-        for key, lease in seen.items():
-            state = self._states.setdefault(key, LeaseState(changed_at=now))
-            spec = lease.get("spec") or {}
-            holder, renew = spec.get("holderIdentity") or None, spec.get("renewTime")
-            if (holder, renew) != (state.holder, state.renew_time):
-                state.holder, state.renew_time, state.changed_at = holder, renew, now
-            state.resource_version = (lease.get("metadata") or {}).get("resourceVersion")
-            state.spec = dict(spec)
-        return seen
+    # -- requests --------------------------------------------------------------------------------
 
-    async def _contend(self, key: LeaseKey, lease: dict[str, Any] | None) -> None:
-        now = self._clock()
-        state = self._states.setdefault(key, LeaseState(changed_at=now))
-        if lease is None:
-            if now - state.changed_at >= self._spread_delay(key):
-                await self._write(key, state, create=True)
-            return
-        if state.holder == self.identity:
-            if state.ours_since_renew is None or now - state.ours_since_renew >= self.timing.renew_deadline / 2:
-                await self._write(key, state, create=False)
-            return
-        state.ours_since_renew = None
-        expired = now - state.changed_at >= self.timing.lease_duration
-        free_for = now - state.changed_at
-        if (state.holder is None and free_for >= self._spread_delay(key)) or expired:
-            await self._write(key, state, create=False, takeover=True)
+    async def _observe(self, namespace: str, seen: dict[str, dict[str, dict[str, Any]]]) -> None:
+        self.requests += 1
+        found: dict[str, dict[str, Any]] = {}
+        async for lease in self._client.list(Lease, namespace=namespace):
+            found[(lease.get("metadata") or {}).get("name", "")] = dict(lease)
+        seen[namespace] = found
 
-    def _spread_delay(self, key: LeaseKey) -> float:
-        """A free lease is taken after a delay that differs per (node, lease), so that leaders of
-        many services spread over the eligible nodes instead of all going to the fastest one."""
-        digest = hashlib.blake2b(f"{self.identity}/{key}".encode(), digest_size=4).digest()
-        return int.from_bytes(digest, "big") / 2**32 * 2 * self.timing.retry_period
-
-    async def _write(self, key: LeaseKey, state: LeaseState, *, create: bool, takeover: bool = False) -> None:
+    async def _write(self, key: LeaseKey, step: Step) -> None:
+        record = self._records[key]
         stamp = micro_time()
-        spec = dict(state.spec)
-        spec.update({"holderIdentity": self.identity, "leaseDurationSeconds": int(self.timing.lease_duration),
+        spec = dict(record.spec)
+        spec.update({"holderIdentity": self.identity, "leaseDurationSeconds": self.timing.lease_seconds,
                      "renewTime": stamp})
-        if create or takeover:
+        if step is not Step.RENEW:
             spec["acquireTime"] = stamp
-            spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + (0 if create else 1)
+            if step is Step.ACQUIRE:
+                spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + 1
+            else:
+                spec["leaseTransitions"] = 0
         body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                 "metadata": {"name": key.name, "namespace": key.namespace}, "spec": spec}
         self.requests += 1
-        started = self._clock()
+        # The fence counts from when we *sent* the write: others can only have seen it later.
+        sent = self._clock()
         try:
-            if create:
+            if step is Step.CREATE:
                 written = await self._client.create(Lease(body), namespace=key.namespace)
             else:
-                body["metadata"]["resourceVersion"] = state.resource_version
+                body["metadata"]["resourceVersion"] = record.resource_version
                 written = await self._client.replace(Lease(body), namespace=key.namespace)
         except Exception as exc:
+            record.renewed_at = None  # whatever happened, we can no longer prove we hold it
             if classify(exc) in (ApiFailure.CONFLICT, ApiFailure.NOT_FOUND):
-                state.ours_since_renew = None  # someone else moved first; re-read next period
-                return
+                return  # someone else moved first (or it was deleted); re-read next period
             raise
-        # Count the renewal from when we *sent* it: the fence must never outlive the lease others see.
-        state.ours_since_renew = started
-        state.holder, state.renew_time, state.changed_at = self.identity, stamp, started
-        state.resource_version = written["metadata"]["resourceVersion"]
-        state.spec = dict(written.get("spec") or spec)
-        if create or takeover:
-            state.transitions += 1
+        record.observe(dict(written), sent)
+        if key not in self._wanted:
+            self._to_release.add(key)  # unwanted while the write was in flight: give it back
+            self._wake.set()
+            return
+        record.renewed_at = sent
+        if step is not Step.RENEW:
+            record.transitions += 1
             log.info("acquired lease %s", key)
 
     async def _release(self, key: LeaseKey) -> None:
-        state = self._states.get(key)
-        if state is None or state.holder != self.identity or state.resource_version is None:
+        record = self._records.get(key)
+        if record is None:
             return
-        spec = {**state.spec, "holderIdentity": None, "leaseDurationSeconds": 1, "renewTime": micro_time()}
-        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                "metadata": {"name": key.name, "namespace": key.namespace,
-                             "resourceVersion": state.resource_version}, "spec": spec}
+        for _ in range(RELEASE_ATTEMPTS):
+            if record.resource_version is None:
+                await self._refresh(key, record)
+            if not record.exists or record.holder != self.identity:
+                return
+            spec = {**record.spec, "holderIdentity": None, "leaseDurationSeconds": 1, "renewTime": micro_time()}
+            body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                    "metadata": {"name": key.name, "namespace": key.namespace,
+                                 "resourceVersion": record.resource_version}, "spec": spec}
+            self.requests += 1
+            try:
+                written = await self._client.replace(Lease(body), namespace=key.namespace)
+            except Exception as exc:
+                if classify(exc) is ApiFailure.NOT_FOUND:
+                    return
+                if classify(exc) is not ApiFailure.CONFLICT:
+                    raise
+                # A renewal of ours may have landed after we read the lease: re-read and retry.
+                record.resource_version = None
+                continue
+            record.observe(dict(written), self._clock())
+            log.info("released lease %s", key)
+            return
+
+    async def _refresh(self, key: LeaseKey, record: LeaseRecord) -> None:
         self.requests += 1
         try:
-            await self._client.replace(Lease(body), namespace=key.namespace)
-            state.holder = None
-            log.info("released lease %s", key)
+            lease = await self._client.get(Lease, key.name, namespace=key.namespace)
         except Exception as exc:
-            if classify(exc) not in (ApiFailure.CONFLICT, ApiFailure.NOT_FOUND):
+            if classify(exc) is not ApiFailure.NOT_FOUND:
                 raise
+            record.observe(None, self._clock())
+            return
+        record.observe(dict(lease), self._clock())
 
-    def _note_failure(self, exc: BaseException) -> None:
-        if not self._failing:
-            log.warning("lease API failing (%s); leadership ends at the renew deadline", describe(exc))
-            self._failing = True
+    # -- reporting -------------------------------------------------------------------------------
+
+    def _note(self, failures: list[BaseException]) -> None:
+        if failures and not self._failing:
+            log.warning("lease API failing (%s, %d request(s)); leadership ends at the renew deadline",
+                        describe(failures[0]), len(failures))
+        elif not failures and self._failing:
+            log.info("lease API reachable again")
+        self._failing = bool(failures)
 
     def _report(self) -> None:
         held = self.held()

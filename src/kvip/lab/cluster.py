@@ -106,7 +106,7 @@ class LabCluster:
     async def stop(self) -> None:
         for name in list(self.agents):
             self.stop_agent(name, timeout=5)
-        await self.api.stop()
+        await self.api.close()
         if self.topology is not None:
             destroy_topology(self.topology)
             self.topology = None

@@ -39,6 +39,7 @@ class StandIn:
         self._runner: web.AppRunner | None = None
         self._bind: tuple[str, int] | None = None
         self._spare_sock: socket.socket | None = None
+        self._refuser: asyncio.Server | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -48,8 +49,9 @@ class StandIn:
         if sock is not None:
             # Keep a duplicate so restart() can serve on the very same listening socket (it may live
             # in another network namespace and could not simply be re-created here).
-            self._spare_sock = sock.dup()
-            site: web.BaseSite = web.SockSite(self._runner, sock)
+            if self._spare_sock is None or sock is not self._spare_sock:
+                self._spare_sock = sock.dup()
+            site: web.BaseSite = web.SockSite(self._runner, sock.dup() if sock is self._spare_sock else sock)
             await site.start()
             bound = sock.getsockname()
         else:
@@ -65,10 +67,29 @@ class StandIn:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._spare_sock is not None and self._refuser is None:
+            # Our listening socket must stay open for restart(); while stopped, every connection is
+            # reset at once, which is what clients of a dead API server see (not a silent hang).
+            self._refuser = await asyncio.get_running_loop().create_server(
+                _Refuse, sock=self._spare_sock.dup())
+
+    async def close(self) -> None:
+        """Stop for good: also release the listening socket."""
+        await self.stop()
+        if self._refuser is not None:
+            self._refuser.close()
+            self._refuser = None
+        if self._spare_sock is not None:
+            self._spare_sock.close()
+            self._spare_sock = None
 
     async def restart(self) -> None:
         await self.stop()
         if self._spare_sock is not None:
+            if self._refuser is not None:
+                self._refuser.close()
+                await self._refuser.wait_closed()
+                self._refuser = None
             await self.start(sock=self._spare_sock)
         elif self._bind is not None:
             await self.start(self._bind[0], self._bind[1])
@@ -154,6 +175,11 @@ class StandIn:
         self.policy.denied.clear()
         self.policy.latency = 0.0
         self.store.drops.clear()
+
+
+class _Refuse(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.abort()  # type: ignore[attr-defined]
 
 
 class StandInThread:
