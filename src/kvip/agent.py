@@ -22,6 +22,7 @@ from kvip.decide import decide
 from kvip.kube.cache import ClusterCache
 from kvip.kube.client import make_client
 from kvip.kube.events import EventRecorder
+from kvip.kube.heartbeat import HeartbeatPublisher
 from kvip.metrics import AgentMetrics
 from kvip.kube.election import LeaseElector, LeaseKey, LeaseTiming, service_lease_key
 from kvip.model import ClusterSnapshot, DesiredState, ElectionMode, Leadership
@@ -49,6 +50,21 @@ def default_backends(config: AgentConfig) -> list[Dataplane[Any]]:
     raise AgentError(f"mode {config.mode.value!r} is not available yet; use vip_routingtable=true")
 
 
+def actual_vips(result: ReconcileResult) -> set[str]:
+    """What the dataplane holds after a pass: desired, minus adds that failed, plus removes that failed."""
+    held = {str(v) for v in result.desired.vips}
+    for diff in result.diffs:
+        for item in diff.failed:
+            vip = getattr(getattr(item, "dst", None), "network_address", None)
+            if vip is None:
+                continue
+            if item in diff.added:
+                held.discard(str(vip))
+            elif item in diff.removed:
+                held.add(str(vip))
+    return held
+
+
 class Agent:
     def __init__(
         self,
@@ -67,6 +83,8 @@ class Agent:
         self.backends = list(backends) if backends is not None else default_backends(config)
         self.metrics = AgentMetrics(config.node_name, self.cache.statuses)
         self.events = EventRecorder(self.client, node_name=config.node_name)
+        self.heartbeat = HeartbeatPublisher(self.client, node_name=config.node_name, namespace=config.namespace,
+                                            mode=config.mode.value, period=config.resync_period)
         self.elector: LeaseElector | None = None
         if config.election is not ElectionMode.NONE:
             timing = LeaseTiming(config.lease_duration, config.renew_deadline, config.retry_period)
@@ -129,6 +147,8 @@ class Agent:
 
     def _after_pass(self, result: ReconcileResult) -> None:
         self.events.report(result.desired.problems)
+        desired = {str(v) for v in result.desired.vips}
+        self.heartbeat.report(actual_vips(result), desired)
         self.ready.set()
 
     def _on_source_change(self, source: str) -> None:
@@ -142,6 +162,7 @@ class Agent:
         try:
             tasks.append(asyncio.create_task(self.cache.run(), name="cache"))
             tasks.append(asyncio.create_task(self.events.run(), name="events"))
+            tasks.append(asyncio.create_task(self.heartbeat.run(), name="heartbeat"))
             tasks.append(asyncio.create_task(self.reconciler.run(self._first_sync()), name="reconciler"))
             for backend in self.backends:
                 tasks.append(asyncio.create_task(self.reconciler.watch_dataplane(backend),

@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     agent = sub.add_parser("agent", help="run the per-node agent (DaemonSet)")
     add_agent_arguments(agent)
+    from kvip.cli_tools import add_audit_arguments, add_status_arguments
+
+    add_status_arguments(sub.add_parser("status", help="this node's agent: sources, decisions, problems"))
+    add_audit_arguments(sub.add_parser("audit", help="cluster-wide: should-advertise vs does-advertise per VIP"))
     _add_lab_parser(sub)
     return parser
 
@@ -81,6 +85,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "agent":
         return asyncio.run(_run_agent(args))
+    if args.command in ("status", "audit"):
+        from kvip import cli_tools
+
+        return cli_tools.run_status(args) if args.command == "status" else cli_tools.run_audit(args)
     if args.command == "lab":
         if getattr(args, "lab_command", None) == "apiserver":
             from kvip.lab.apiserver import run_standalone

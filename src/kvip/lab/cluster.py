@@ -75,7 +75,10 @@ class LabCluster:
         self.workdir = workdir
         self.resync_period = resync_period
         self.agent_env = dict(agent_env or {})
-        self.api = StandIn(tokens={self.token(n): n for n in self.node_names} | {"lab-admin": "admin"})
+        # Agents authenticate with per-node tokens (so RBAC can be revoked for one node); kubectl sends no
+        # token over plain HTTP, so tokenless requests are the lab's admin.
+        self.api = StandIn(tokens={self.token(n): n for n in self.node_names} | {"lab-admin": "admin"},
+                           anonymous="admin")
         self.topology: Topology | None = None
         self.agents: dict[str, AgentProcess] = {}
 

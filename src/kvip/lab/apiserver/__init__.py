@@ -31,9 +31,10 @@ READ_VERBS = ("get", "list", "watch")
 
 class StandIn:
     def __init__(self, *, history_limit: int = 10_000, bookmark_interval: float = 5.0,
-                 tokens: Mapping[str, str] | None = None) -> None:
+                 tokens: Mapping[str, str] | None = None, anonymous: str | None = None) -> None:
         self.store = Store(history_limit)
-        self.policy = Policy(tokens=dict(tokens) if tokens is not None else None, bookmark_interval=bookmark_interval)
+        self.policy = Policy(tokens=dict(tokens) if tokens is not None else None, anonymous=anonymous,
+                             bookmark_interval=bookmark_interval)
         self.api = ApiApp(self.store, self.policy, self)
         self.url = ""
         self._runner: web.AppRunner | None = None

@@ -50,6 +50,7 @@ class Policy:
     """Who may do what: tokens → users, and deny rules (user or None for everyone, resource, verb)."""
 
     tokens: dict[str, str] | None = None
+    anonymous: str | None = None  # user for requests without a token (kubectl sends none over plain HTTP)
     denied: set[tuple[str | None, str, str]] = field(default_factory=set)
     latency: float = 0.0
     bookmark_interval: float = 5.0
@@ -150,7 +151,7 @@ class ApiApp:
             return "admin"
         header = request.headers.get("Authorization", "")
         if not header.startswith("Bearer "):
-            return None
+            return self.policy.anonymous
         return self.policy.tokens.get(header[7:].strip())
 
     async def _resource(self, request: web.Request, group: str, version: str) -> web.StreamResponse:

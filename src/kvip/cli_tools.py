@@ -1,0 +1,96 @@
+"""`kvip status` (this node's agent, over its HTTP endpoint) and `kvip audit` (the whole cluster)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import urllib.request
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def add_status_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--address", default="127.0.0.1:2112", help="the agent's metrics/health address")
+    parser.add_argument("-o", "--output", choices=["table", "json"], default="table")
+
+
+def run_status(args: argparse.Namespace) -> int:
+    try:
+        with urllib.request.urlopen(f"http://{args.address}/status", timeout=5) as response:
+            doc: dict[str, Any] = json.load(response)
+    except OSError as exc:
+        print(f"kvip status: cannot reach the agent at {args.address}: {exc}", file=sys.stderr)
+        return 2
+    if args.output == "json":
+        print(json.dumps(doc, indent=2))
+        return 0
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    console.print(f"node [bold]{doc['node']}[/bold]  mode {doc['mode']}  synced {doc['synced']}  "
+                  f"passes {doc['passes']}")
+    sources = Table("source", "state", "objects", "relists", "last error")
+    for s in doc["sources"]:
+        sources.add_row(s["resource"], s["state"], str(s["objects"]), str(s["relists"]), s["lastError"] or "")
+    console.print(sources)
+    last = doc.get("lastPass") or {}
+    actual_failed = {k for d in last.get("diffs", []) for k in d.get("failed", {})}
+    services = Table("service", "VIPs", "desired", "reason", "local endpoints", "last known good endpoint")
+    for name, s in doc["services"].items():
+        services.add_row(name, ", ".join(s["vips"]) or "-", "yes" if s["advertised"] else "no", s["reason"],
+                         ", ".join(s["localEndpoints"]) or "-", s["lastKnownGoodEndpoint"] or "-")
+    console.print(services)
+    if doc["problems"]:
+        problems = Table("service", "problem", "message")
+        for p in doc["problems"]:
+            problems.add_row(p["service"], p["reason"], p["message"])
+        console.print(problems)
+    if actual_failed:
+        console.print(f"[red]not applied (retrying):[/red] {', '.join(sorted(actual_failed))}")
+    return 0
+
+
+def add_audit_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kubeconfig", default=None)
+    parser.add_argument("--namespace", default="kube-system", help="where the agents publish heartbeats")
+    parser.add_argument("--election", choices=["none", "global", "service"], default="none")
+    parser.add_argument("--lease-name", default="plndr-svcs-lock")
+    parser.add_argument("--stale-after", type=float, default=90.0, help="seconds before a heartbeat is stale")
+    parser.add_argument("-o", "--output", choices=["table", "json"], default="table")
+
+
+def run_audit(args: argparse.Namespace) -> int:
+    from kvip.audit import collect
+    from kvip.kube.client import KubeClientError, make_client
+    from kvip.model import ElectionMode
+
+    async def go() -> Any:
+        client = make_client(args.kubeconfig)
+        try:
+            return await collect(client, namespace=args.namespace, election=ElectionMode(args.election),
+                                 stale_after=args.stale_after, global_lease=(args.namespace, args.lease_name))
+        finally:
+            await client.close()
+
+    try:
+        report = asyncio.run(go())
+    except KubeClientError as exc:
+        print(f"kvip audit: {exc}", file=sys.stderr)
+        return 2
+    if args.output == "json":
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        table = Table("VIP", "services", "should advertise", "says it does", "")
+        for row in report.vips:
+            table.add_row(row.vip, ", ".join(row.services) or "-", ", ".join(sorted(row.expected)) or "-",
+                          ", ".join(sorted(row.reported)) or "-", "ok" if row.ok else "DRIFT")
+        console = Console(width=None if sys.stdout.isatty() else 200)
+        console.print(table)
+        for node in report.stale_nodes:
+            console.print(f"stale heartbeat: {node}")
+        for node in report.silent_nodes:
+            console.print(f"no heartbeat at all: {node}")
+        console.print("audit: ok" if report.ok else "audit: DRIFT")
+    return 0 if report.ok else 1
