@@ -23,6 +23,7 @@ from kvip.kube.cache import ClusterCache
 from kvip.kube.client import make_client
 from kvip.kube.events import EventRecorder
 from kvip.kube.heartbeat import HeartbeatPublisher
+from kvip.kube.status_writer import ServiceStatusWriter
 from kvip.metrics import AgentMetrics
 from kvip.kube.election import LeaseElector, LeaseKey, LeaseTiming, service_lease_key
 from kvip.model import ClusterSnapshot, DesiredState, ElectionMode, Leadership
@@ -83,6 +84,7 @@ class Agent:
         self.backends = list(backends) if backends is not None else default_backends(config)
         self.metrics = AgentMetrics(config.node_name, self.cache.statuses)
         self.events = EventRecorder(self.client, node_name=config.node_name)
+        self.status_writer = ServiceStatusWriter(self.client)
         self.heartbeat = HeartbeatPublisher(self.client, node_name=config.node_name, namespace=config.namespace,
                                             mode=config.mode.value, period=config.resync_period)
         self.elector: LeaseElector | None = None
@@ -147,6 +149,10 @@ class Agent:
 
     def _after_pass(self, result: ReconcileResult) -> None:
         self.events.report(result.desired.problems)
+        self.events.report_transitions(result.desired.decisions)
+        self.status_writer.report(result.desired, self.cache.services.store)
+        if self.elector is not None:
+            self.metrics.leader.set(len(self.elector.held()))
         desired = {str(v) for v in result.desired.vips}
         self.heartbeat.report(actual_vips(result), desired)
         self.ready.set()
@@ -163,6 +169,7 @@ class Agent:
             tasks.append(asyncio.create_task(self.cache.run(), name="cache"))
             tasks.append(asyncio.create_task(self.events.run(), name="events"))
             tasks.append(asyncio.create_task(self.heartbeat.run(), name="heartbeat"))
+            tasks.append(asyncio.create_task(self.status_writer.run(), name="status-writer"))
             tasks.append(asyncio.create_task(self.reconciler.run(self._first_sync()), name="reconciler"))
             for backend in self.backends:
                 tasks.append(asyncio.create_task(self.reconciler.watch_dataplane(backend),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -11,12 +12,21 @@ import sys
 from collections.abc import Sequence
 
 
-def _setup_logging(level: str) -> None:
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps({"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname.lower(),
+                           "logger": record.name, "msg": record.getMessage()})
+
+
+def _setup_logging(level: str, fmt: str = "text") -> None:
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if fmt == "json":
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(_JsonFormatter())
     # One line per HTTP request would drown the state changes we do log.
     for noisy in ("httpx2", "httpcore2", "httpx", "httpcore", "pyroute2", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -33,7 +43,7 @@ async def _run_agent(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"kvip agent: invalid configuration:\n{exc}", file=sys.stderr)
         return 2
-    _setup_logging(config.log_level)
+    _setup_logging(config.log_level, config.log_format)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -58,6 +58,7 @@ class AgentConfig:
     on_api_loss: str = "keep"
     keep_routes_on_exit: bool = False
     log_level: str = "info"
+    log_format: str = "text"
 
     @property
     def withdraw_after(self) -> float | None:
@@ -128,6 +129,12 @@ def _log_level(text: str) -> str:
     raise ValueError(f"{text!r} is not a log level (kube-vip's 0-6 or debug/info/warning/error)")
 
 
+def _log_format(text: str) -> str:
+    if text not in ("text", "json"):
+        raise ValueError(f"{text!r} is not a log format (text or json)")
+    return text
+
+
 def _on_api_loss(text: str) -> str:
     if text == "keep":
         return text
@@ -188,6 +195,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("keep_routes_on_exit", ("kvip_keep_routes_on_exit",), "--keep-routes-on-exit", parse_bool,
            "leave routes in place on SIGTERM"),
     Option("log_level", ("vip_loglevel",), "--log-level", _log_level, "debug, info, warning, error"),
+    Option("log_format", ("kvip_log_format",), "--log-format", _log_format, "text or json (one object per line)"),
 )
 
 MODE_SWITCHES = (("vip_routingtable", Mode.TABLE), ("vip_arp", Mode.ARP), ("bgp_enable", Mode.BGP))

@@ -30,13 +30,20 @@ class _SourceCollector(Collector):
             "kvip_source_last_list_timestamp_seconds", "Wall clock of the last successful list", labels=["resource"]
         )
         relists = GaugeMetricFamily("kvip_source_relists", "Successful lists since start", labels=["resource"])
+        restarts = GaugeMetricFamily("kvip_source_watch_restarts", "Watches resumed after an error",
+                                     labels=["resource"])
+        errors = GaugeMetricFamily("kvip_source_errors", "API errors by HTTP code ('network' for transport)",
+                                   labels=["resource", "code"])
         for status in self._statuses():
             for candidate in SourceState:
                 state.add_metric([status.resource, candidate.value], 1.0 if candidate is status.state else 0.0)
             objects.add_metric([status.resource], status.objects)
             last_list.add_metric([status.resource], status.last_list_at or 0.0)
             relists.add_metric([status.resource], status.relists)
-        yield from (state, objects, last_list, relists)
+            restarts.add_metric([status.resource], status.watch_restarts)
+            for code, count in status.errors.items():
+                errors.add_metric([status.resource, code], count)
+        yield from (state, objects, last_list, relists, restarts, errors)
 
 
 class AgentMetrics:
@@ -70,6 +77,12 @@ class AgentMetrics:
         self.last_reconcile = Gauge(
             "kvip_last_reconcile_timestamp_seconds", "Wall clock of the last completed pass", registry=r
         )
+        self.convergence = Histogram(
+            "kvip_convergence_seconds",
+            "From the first trigger of a pass (API event, netlink change, lease) to its changes being applied",
+            ["backend"], registry=r, buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.leader = Gauge("kvip_leases_held", "Leases this node holds (fenced)", registry=r)
         self.info = Gauge("kvip_agent_info", "Static facts about this agent", ["node"], registry=r)
         self.info.labels(node_name).set(1)
         r.register(_SourceCollector(statuses))
@@ -82,6 +95,9 @@ class AgentMetrics:
             self.drift.labels(diff.backend).set(len(diff.failed))
             if diff.added or diff.removed:
                 self.repairs.labels(diff.backend, cause).inc(len(diff.added) + len(diff.removed))
+                if result.first_trigger_at is not None:
+                    self.convergence.labels(diff.backend).observe(
+                        max(0.0, result.started_at + result.duration - result.first_trigger_at))
             if diff.added:
                 self.changes.labels(diff.backend, "add").inc(len(diff.added))
             if diff.removed:

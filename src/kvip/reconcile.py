@@ -31,8 +31,12 @@ class Trigger:
         self._event = asyncio.Event()
         self._reasons: Counter[str] = Counter()
         self._timers: set[asyncio.TimerHandle] = set()
+        self.first_fired_at: float | None = None  # wall clock of the oldest unserved fire
+        self.last_batch_fired_at: float | None = None
 
     def fire(self, reason: str) -> None:
+        if not self._reasons:
+            self.first_fired_at = time.time()
         self._reasons[reason] += 1
         self._event.set()
 
@@ -51,6 +55,7 @@ class Trigger:
         await self._event.wait()
         self._event.clear()
         reasons, self._reasons = self._reasons, Counter()
+        self.last_batch_fired_at, self.first_fired_at = self.first_fired_at, None
         return reasons
 
     def cancel_timers(self) -> None:
@@ -75,6 +80,7 @@ class ReconcileResult:
     started_at: float  # wall clock
     duration: float  # seconds
     error: str | None = None  # a backend could not even be read
+    first_trigger_at: float | None = None  # wall clock of the first trigger this pass served
 
     @property
     def changed(self) -> bool:
@@ -155,6 +161,7 @@ class Reconciler:
             started_at=started,
             duration=time.perf_counter() - t0,
             error=error,
+            first_trigger_at=self.trigger.last_batch_fired_at if reasons else None,
         )
         self.passes += 1
         self.last_result = result

@@ -57,6 +57,10 @@ def service_vips(service: ServiceView) -> tuple[tuple[IPAddress, ...], tuple[Bad
     source, entries = _entries(service)
     vips: list[IPAddress] = []
     problems: list[BadInput] = []
+    annotated = service.annotations.get(LOADBALANCER_IPS_ANNOTATION, "")
+    if annotated.strip() and not source.startswith("annotation"):
+        problems.append(BadInput(service.key, "InvalidVIP",
+                                 f"annotation {LOADBALANCER_IPS_ANNOTATION}={annotated!r} lists no address; ignored"))
     families = {f for f in service.ip_families if f in ("IPv4", "IPv6")}
     for raw in entries:
         try:

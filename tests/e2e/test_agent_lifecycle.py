@@ -79,3 +79,19 @@ async def test_api_loss_with_default_policy_keeps_routes(lab: LabCluster) -> Non
     await asyncio.sleep(4.0)
     assert lab.routes("node-a") == {"10.96.0.10/32"}
     await lab.api.restart()
+
+
+async def test_status_ingress_is_written_once_and_never_rewritten(lab: LabCluster) -> None:
+    lab.api.create(load_balancer_service("annotated", vips=["10.96.0.77"], via="annotation"))
+    lab.api.create(endpoint_slice("annotated", [Endpoint("10.244.1.7", "node-a")]))
+    lab.start_agent("node-a")
+    await lab.wait_for({"node-a": {"10.96.0.10/32", "10.96.0.77/32"}})
+    for _ in range(100):
+        service = lab.api.get("services", "annotated", "default")
+        if service["status"]["loadBalancer"].get("ingress"):
+            break
+        await asyncio.sleep(0.05)
+    assert service["status"]["loadBalancer"]["ingress"] == [{"ip": "10.96.0.77"}]
+    written_at = service["metadata"]["resourceVersion"]
+    await asyncio.sleep(7.0)  # two resync periods: relists, passes, heartbeats — but no status rewrite
+    assert lab.api.get("services", "annotated", "default")["metadata"]["resourceVersion"] == written_at

@@ -1,4 +1,5 @@
-"""Kubernetes Events for bad input, so `kubectl describe service` says why a VIP is not advertised.
+"""Kubernetes Events: bad input (so `kubectl describe service` says why a VIP is not advertised),
+and this node starting or stopping to advertise a service.
 
 Owns a deduplicated, rate-limited outbox. A problem is posted once while it persists (not once per
 reconcile) and again only if it went away and came back. Posting is best effort: a 403 on events
@@ -10,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from lightkube import AsyncClient
 
 from kvip.kube.errors import describe
 from kvip.kube.resources import Event
-from kvip.model import BadInput
+from kvip.model import BadInput, ServiceDecision, ServiceKey
 
 log = logging.getLogger("kvip.events")
 
@@ -27,8 +28,9 @@ class EventRecorder:
         self._node = node_name
         self._component = component
         self._active: set[BadInput] = set()
-        self._queue: asyncio.Queue[BadInput] = asyncio.Queue(maxsize=1000)
+        self._queue: asyncio.Queue[tuple[BadInput, str]] = asyncio.Queue(maxsize=1000)
         self._warned = False
+        self._advertised: dict[ServiceKey, bool] | None = None
 
     def report(self, problems: Iterable[BadInput]) -> None:
         """Called after every reconcile with the current problems; posts only new ones."""
@@ -36,14 +38,29 @@ class EventRecorder:
         for problem in current - self._active:
             log.warning("service %s: %s: %s", problem.service, problem.reason, problem.message)
             if not self._queue.full():
-                self._queue.put_nowait(problem)
+                self._queue.put_nowait((problem, "Warning"))
         self._active = current
+
+    def report_transitions(self, decisions: Mapping[ServiceKey, ServiceDecision]) -> None:
+        """A Normal Event when this node starts or stops advertising a service (not on every pass)."""
+        now = {key: d.advertised for key, d in decisions.items()}
+        if self._advertised is not None:
+            for key, decision in decisions.items():
+                if now[key] == self._advertised.get(key, False) or self._queue.full():
+                    continue
+                vips = ", ".join(str(v) for v in decision.vips)
+                if decision.advertised:
+                    event = BadInput(key, "Advertised", f"node {self._node} advertises {vips}")
+                else:
+                    event = BadInput(key, "Withdrawn", f"node {self._node} withdrew {vips} ({decision.reason})")
+                self._queue.put_nowait((event, "Normal"))
+        self._advertised = now
 
     async def run(self) -> None:
         while True:
-            problem = await self._queue.get()
+            problem, kind = await self._queue.get()
             try:
-                await self._post(problem)
+                await self._post(problem, kind)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -51,7 +68,7 @@ class EventRecorder:
                     log.warning("cannot post Kubernetes Events (%s); problems stay in the log", describe(exc))
                     self._warned = True
 
-    async def _post(self, problem: BadInput) -> None:
+    async def _post(self, problem: BadInput, kind: str = "Warning") -> None:
         now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         ns = problem.service.namespace
         event = Event(
@@ -64,7 +81,7 @@ class EventRecorder:
                 },
                 "reason": problem.reason,
                 "message": problem.message,
-                "type": "Warning",
+                "type": kind,
                 "count": 1,
                 "firstTimestamp": now,
                 "lastTimestamp": now,

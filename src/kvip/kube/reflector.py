@@ -20,6 +20,7 @@ import asyncio
 import enum
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -29,7 +30,7 @@ from lightkube.core.generic_client import ALL_NS
 from lightkube.core.resource import NamespacedResource, Resource
 
 from kvip.kube.backoff import Backoff
-from kvip.kube.errors import ApiFailure, classify, describe
+from kvip.kube.errors import ApiFailure, classify, describe, status_code
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -59,6 +60,7 @@ class SourceStatus:
     last_list_at: float | None  # wall clock (time.time()) of the last successful list
     last_ok_monotonic: float | None  # last moment the API answered us for this source
     last_error: str | None
+    errors: Mapping[str, int]  # by HTTP status code, or "network" for transport failures
 
 
 class Reflector(Generic[K, V]):
@@ -97,6 +99,7 @@ class Reflector(Generic[K, V]):
         self._last_list_at: float | None = None
         self._last_ok: float | None = None
         self._last_error: str | None = None
+        self._errors: Counter[str] = Counter()
         self._relist_requested = asyncio.Event()
 
     # -- public -------------------------------------------------------------------------------
@@ -113,6 +116,7 @@ class Reflector(Generic[K, V]):
             resource_version=self._rv,
             relists=self._relists,
             watch_restarts=self._watch_restarts,
+            errors=dict(self._errors),
             last_list_at=self._last_list_at,
             last_ok_monotonic=self._last_ok,
             last_error=self._last_error,
@@ -194,6 +198,7 @@ class Reflector(Generic[K, V]):
                 if failure is ApiFailure.FORBIDDEN:
                     raise
                 self._watch_restarts += 1
+                self._count_error(exc)
                 self._set_state(SourceState.DEGRADED, describe(exc))
                 await asyncio.sleep(self._backoff.next_delay())
 
@@ -241,7 +246,12 @@ class Reflector(Generic[K, V]):
         log.log(level, "%s: source %s -> %s%s", self.name, previous.value, state.value,
                 f" ({error})" if error else "")
 
+    def _count_error(self, exc: BaseException) -> None:
+        code = status_code(exc)
+        self._errors[str(code) if code is not None else "network"] += 1
+
     async def _sleep_after(self, exc: Exception) -> None:
+        self._count_error(exc)
         failure = classify(exc)
         state = SourceState.FORBIDDEN if failure is ApiFailure.FORBIDDEN else SourceState.DEGRADED
         self._set_state(state, describe(exc))
