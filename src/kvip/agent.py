@@ -82,7 +82,7 @@ class Agent:
             resync_period=config.resync_period,
         )
         self.backends = list(backends) if backends is not None else default_backends(config)
-        self.metrics = AgentMetrics(config.node_name, self.cache.statuses)
+        self.metrics = AgentMetrics(config.node_name, self.cache.statuses, mode=config.mode.value)
         self.events = EventRecorder(self.client, node_name=config.node_name)
         self.status_writer = ServiceStatusWriter(self.client)
         self.heartbeat = HeartbeatPublisher(self.client, node_name=config.node_name, namespace=config.namespace,
@@ -154,7 +154,9 @@ class Agent:
         if self.elector is not None:
             self.metrics.leader.set(len(self.elector.held()))
         desired = {str(v) for v in result.desired.vips}
-        self.heartbeat.report(actual_vips(result), desired)
+        actual = actual_vips(result)
+        self.metrics.observe_actual(desired, actual)
+        self.heartbeat.report(actual, desired)
         self.ready.set()
 
     def _on_source_change(self, source: str) -> None:

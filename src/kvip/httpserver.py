@@ -7,6 +7,7 @@ fires a trigger (and a relist), exactly like a timer would.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -58,6 +59,11 @@ def status_document(agent: Agent) -> dict[str, Any]:
 
 def build_app(agent: Agent) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
+        # Alive means the loop turns: after the first pass, one must complete every resync period
+        # (the timer guarantees a trigger), so three missed periods mean a stuck agent.
+        last = agent.reconciler.last_result
+        if last is not None and time.time() - (last.started_at + last.duration) > 3 * agent.config.resync_period:
+            return web.Response(status=503, text="reconcile loop stalled\n")
         return web.Response(text="ok\n")
 
     async def readyz(_: web.Request) -> web.Response:

@@ -29,6 +29,8 @@ class _SourceCollector(Collector):
         last_list = GaugeMetricFamily(
             "kvip_source_last_list_timestamp_seconds", "Wall clock of the last successful list", labels=["resource"]
         )
+        since = GaugeMetricFamily("kvip_source_seconds_since_list", "Seconds since the last successful list",
+                                  labels=["resource"])
         relists = GaugeMetricFamily("kvip_source_relists", "Successful lists since start", labels=["resource"])
         restarts = GaugeMetricFamily("kvip_source_watch_restarts", "Watches resumed after an error",
                                      labels=["resource"])
@@ -39,15 +41,19 @@ class _SourceCollector(Collector):
                 state.add_metric([status.resource, candidate.value], 1.0 if candidate is status.state else 0.0)
             objects.add_metric([status.resource], status.objects)
             last_list.add_metric([status.resource], status.last_list_at or 0.0)
+            if status.last_list_at is not None:
+                since.add_metric([status.resource], max(0.0, time.time() - status.last_list_at))
             relists.add_metric([status.resource], status.relists)
             restarts.add_metric([status.resource], status.watch_restarts)
             for code, count in status.errors.items():
                 errors.add_metric([status.resource, code], count)
-        yield from (state, objects, last_list, relists, restarts, errors)
+        yield from (state, objects, last_list, since, relists, restarts, errors)
 
 
 class AgentMetrics:
-    def __init__(self, node_name: str, statuses: Callable[[], Iterable[SourceStatus]]) -> None:
+    def __init__(self, node_name: str, statuses: Callable[[], Iterable[SourceStatus]], mode: str = "table") -> None:
+        self._mode = mode
+        self._drifting: set[str] = set()
         self.registry = CollectorRegistry()
         r = self.registry
         self.reconciles = Counter("kvip_reconcile", "Reconcile passes", ["result"], registry=r)
@@ -71,7 +77,11 @@ class AgentMetrics:
             "Dataplane items changed, by what woke the pass (source, dataplane, timer, start, retry)",
             ["backend", "cause"], registry=r,
         )
-        self.desired_vips = Gauge("kvip_desired_vips", "VIPs this node should advertise", registry=r)
+        self.desired_vips = Gauge("kvip_desired_vips", "VIPs this node should advertise", ["mode"], registry=r)
+        self.actual_vips = Gauge("kvip_actual_vips", "VIPs the dataplane holds after the last pass", ["mode"],
+                                 registry=r)
+        self.vip_drift = Gauge("kvip_drift", "1 for a VIP whose dataplane state differs from the desired state",
+                               ["vip"], registry=r)
         self.eligible_services = Gauge("kvip_eligible_services", "Services this node may advertise", registry=r)
         self.bad_input = Gauge("kvip_bad_input_services", "Services with input kvip could not use", registry=r)
         self.last_reconcile = Gauge(
@@ -104,10 +114,20 @@ class AgentMetrics:
                 self.changes.labels(diff.backend, "remove").inc(len(diff.removed))
             if diff.failed:
                 self.failures.labels(diff.backend).inc(len(diff.failed))
-        self.desired_vips.set(len(result.desired.advertisements))
+        self.desired_vips.labels(self._mode).set(len(result.desired.advertisements))
         self.eligible_services.set(len(result.desired.eligible))
         self.bad_input.set(len({p.service for p in result.desired.problems}))
         self.last_reconcile.set(time.time())
+
+    def observe_actual(self, desired: set[str], actual: set[str]) -> None:
+        self.actual_vips.labels(self._mode).set(len(actual))
+        drifting = desired ^ actual
+        for vip in self._drifting - drifting:
+            self.vip_drift.labels(vip).set(0)
+            self.vip_drift.remove(vip)
+        for vip in drifting:
+            self.vip_drift.labels(vip).set(1)
+        self._drifting = drifting
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -68,14 +68,16 @@ async def test_injected_drift_is_reported_by_metrics_and_audit_and_clears_after_
     report = await audit_until(lab, 1)
     assert report["vips"][0]["reported"] == ["node-b"] and not report["vips"][0]["ok"]
     deadline = time.monotonic() + 10
-    while metric(lab, "node-a", "kvip_drift_items").get('{backend="routes"}') != 1.0:
+    while (metric(lab, "node-a", "kvip_drift").get(f'{{vip="{VIP}"}}') != 1.0
+           or metric(lab, "node-a", "kvip_drift_items").get('{backend="routes"}') != 1.0):
         assert time.monotonic() < deadline
         await asyncio.sleep(0.2)
 
     subprocess.run(["ip", "-n", netns, "route", "del", f"{VIP}/32", "table", "198", "proto", "static"], check=True)
     await lab.wait_for({"node-a": {f"{VIP}/32"}}, timeout=10)
     await audit_until(lab, 0)
-    while metric(lab, "node-a", "kvip_drift_items").get('{backend="routes"}') != 0.0:
+    while (metric(lab, "node-a", "kvip_drift_items").get('{backend="routes"}') != 0.0
+           or metric(lab, "node-a", "kvip_drift")):
         assert time.monotonic() < deadline + 10
         await asyncio.sleep(0.2)
     repairs = metric(lab, "node-a", "kvip_repairs_total")
