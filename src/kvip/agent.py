@@ -26,7 +26,8 @@ from kvip.kube.heartbeat import HeartbeatPublisher
 from kvip.kube.status_writer import ServiceStatusWriter
 from kvip.metrics import AgentMetrics
 from kvip.kube.election import LeaseElector, LeaseKey, LeaseTiming, service_lease_key
-from kvip.model import ClusterSnapshot, DesiredState, ElectionMode, Leadership
+from kvip.model import ClusterSnapshot, DesiredState, ElectionMode, Leadership, ProbeVerdicts
+from kvip.probes import ProbeScheduler, ProbeSettings, targets_for_node
 from kvip.reconcile import ReconcileResult, Reconciler, Trigger
 
 log = logging.getLogger("kvip.agent")
@@ -101,8 +102,13 @@ class Agent:
             observers=[self.metrics.observe, self._after_pass],
         )
         self._decide_config = config.decide_config()
+        self.probes: ProbeScheduler | None = None
+        if config.probes != "off":
+            settings = ProbeSettings(config.probe_interval, config.probe_timeout, config.probe_rise,
+                                     config.probe_fall, config.probes)
+            self.probes = ProbeScheduler(settings, on_change=lambda: self.trigger.fire("probe"))
         self._withdrawn_for_api_loss = False
-        self._memo: tuple[ClusterSnapshot, Leadership, DesiredState] | None = None
+        self._memo: tuple[ClusterSnapshot, tuple[Leadership, ProbeVerdicts], DesiredState] | None = None
         self.ready = asyncio.Event()
 
     # -- the one computation ----------------------------------------------------------------
@@ -123,12 +129,17 @@ class Agent:
                 log.info("API reachable again: advertising from a fresh cache")
         snapshot = self.cache.snapshot()
         leadership = self.leadership(snapshot)
-        # decide() is pure: the same snapshot and leadership give the same answer, so a pass woken
-        # only by the dataplane (netlink echo of our own change, tampering) skips straight to the diff.
-        if self._memo is not None and self._memo[0] is snapshot and self._memo[1] == leadership:
+        verdicts = ProbeVerdicts()
+        if self.probes is not None:
+            self.probes.set_targets(targets_for_node(snapshot, self.config.node_name, self.config.probes))
+            verdicts = self.probes.verdicts()
+        # decide() is pure: the same inputs give the same answer, so a pass woken only by the
+        # dataplane (netlink echo of our own change, tampering) skips straight to the diff.
+        key = (leadership, verdicts)
+        if self._memo is not None and self._memo[0] is snapshot and self._memo[1] == key:
             return self._memo[2]
-        state = decide(self._decide_config, snapshot, leadership)
-        self._memo = (snapshot, leadership, state)
+        state = decide(self._decide_config, snapshot, leadership, verdicts)
+        self._memo = (snapshot, key, state)
         if self.elector is not None and self.config.election is ElectionMode.SERVICE:
             # Only nodes decide() finds eligible contend; one that stops being eligible releases at once.
             self.elector.want(service_lease_key(key) for key in state.eligible)
@@ -179,6 +190,8 @@ class Agent:
             tasks.append(asyncio.create_task(self._timer(), name="timer"))
             if self.elector is not None:
                 tasks.append(asyncio.create_task(self.elector.run(), name="elector"))
+            if self.probes is not None:
+                tasks.append(asyncio.create_task(self.probes.run(), name="probes"))
             if self.config.metrics_address:
                 from kvip.httpserver import serve_agent_http
 

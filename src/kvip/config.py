@@ -59,6 +59,12 @@ class AgentConfig:
     keep_routes_on_exit: bool = False
     log_level: str = "info"
     log_format: str = "text"
+    drain_on_cordon: bool = True
+    probes: str = "off"
+    probe_interval: float = 1.0
+    probe_timeout: float = 0.5
+    probe_rise: int = 2
+    probe_fall: int = 2
 
     @property
     def withdraw_after(self) -> float | None:
@@ -76,6 +82,7 @@ class AgentConfig:
             lb_class_legacy=self.lb_class_legacy,
             serving_terminating=self.serving_terminating,
             respect_node_state=self.respect_node_state,
+            drain_on_cordon=self.drain_on_cordon,
         )
 
 
@@ -127,6 +134,12 @@ def _log_level(text: str) -> str:
     if key in ("debug", "info", "warning", "error", "critical"):
         return key
     raise ValueError(f"{text!r} is not a log level (kube-vip's 0-6 or debug/info/warning/error)")
+
+
+def _probe_kind(text: str) -> str:
+    if text not in ("off", "tcp") and not text.startswith("http"):
+        raise ValueError(f"{text!r} is not a probe kind (off, tcp, http or http:/path)")
+    return text
 
 
 def _log_format(text: str) -> str:
@@ -195,6 +208,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("keep_routes_on_exit", ("kvip_keep_routes_on_exit",), "--keep-routes-on-exit", parse_bool,
            "leave routes in place on SIGTERM"),
     Option("log_level", ("vip_loglevel",), "--log-level", _log_level, "debug, info, warning, error"),
+    Option("drain_on_cordon", ("kvip_drain_on_cordon",), "--drain-on-cordon", parse_bool,
+           "withdraw while the node is cordoned"),
+    Option("probes", ("kvip_probes",), "--probes", _probe_kind, "local endpoint probes: off, tcp or http[:path]"),
+    Option("probe_interval", ("kvip_probe_interval",), "--probe-interval", _positive_seconds, "probe interval"),
+    Option("probe_timeout", ("kvip_probe_timeout",), "--probe-timeout", _positive_seconds, "probe timeout"),
+    Option("probe_rise", ("kvip_probe_rise",), "--probe-rise", _int_range(1, 100), "successes to mark up"),
+    Option("probe_fall", ("kvip_probe_fall",), "--probe-fall", _int_range(1, 100), "failures to mark down"),
     Option("log_format", ("kvip_log_format",), "--log-format", _log_format, "text or json (one object per line)"),
 )
 

@@ -199,6 +199,7 @@ class Reflector(Generic[K, V]):
                     raise
                 self._watch_restarts += 1
                 self._count_error(exc)
+                self._confirm_until_now()
                 self._set_state(SourceState.DEGRADED, describe(exc))
                 await asyncio.sleep(self._backoff.next_delay())
 
@@ -250,8 +251,15 @@ class Reflector(Generic[K, V]):
         code = status_code(exc)
         self._errors[str(code) if code is not None else "network"] += 1
 
+    def _confirm_until_now(self) -> None:
+        # An open watch kept the store current until the moment it broke: staleness (on_api_loss)
+        # counts from here, not from the last event, which in a quiet cluster may be old.
+        if self._state is SourceState.SYNCED:
+            self._last_ok = asyncio.get_running_loop().time()
+
     async def _sleep_after(self, exc: Exception) -> None:
         self._count_error(exc)
+        self._confirm_until_now()
         failure = classify(exc)
         state = SourceState.FORBIDDEN if failure is ApiFailure.FORBIDDEN else SourceState.DEGRADED
         self._set_state(state, describe(exc))
