@@ -30,6 +30,7 @@ async def lab(tmp_path: Path) -> AsyncIterator[LabCluster]:
         cluster.api.create(endpoint_slice("web", [Endpoint("10.244.1.1", "node-a"), Endpoint("10.244.2.1", "node-b")]))
         for name in NODES:
             cluster.start_agent(name)
+        await cluster.wait_agents_ready()
         await cluster.wait_for({"node-a": {f"{VIP}/32"}, "node-b": {f"{VIP}/32"}, "node-c": set()})
         yield cluster
 

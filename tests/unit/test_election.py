@@ -1,153 +1,182 @@
-"""LeaseElector against the API stand-in over HTTP: exclusivity, failover, fencing, scale."""
+"""Election rules with a fake clock: timing validation, the fence, client-go's expiry rule, next steps."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
+import math
 
 import pytest
-from lightkube import AsyncClient, KubeConfig
+from hypothesis import given
+from hypothesis import strategies as st
 
-from kvip.kube.election import ElectionConfigError, LeaseElector, LeaseKey, LeaseTiming, service_lease_key
-from kvip.lab.apiserver import StandIn
-from kvip.lab.objects import namespace
+from kvip.kube.election import ElectionConfigError, LeaseKey, LeaseTiming, service_lease_key
+from kvip.kube.election_rules import (
+    LeaseRecord,
+    Step,
+    expires_after,
+    fence_ends_at,
+    is_fenced_holder,
+    next_step,
+    spread_delay,
+)
 from kvip.model import ServiceKey
 
-FAST = LeaseTiming(lease_duration=1.5, renew_deadline=1.0, retry_period=0.2)
-KEY = LeaseKey("kube-system", "plndr-svcs-lock")
+DEFAULTS = LeaseTiming()  # kube-vip: 15 / 10 / 2
+KEY = LeaseKey("shop", "kubevip-web")
+ME, RIVAL = "node-a", "node-b"
 
 
-@pytest.fixture
-async def api() -> AsyncIterator[StandIn]:
-    standin = StandIn(tokens={"ta": "node-a", "tb": "node-b"})
-    await standin.start()
-    for ns in ("default", "kube-system"):
-        standin.create(namespace(ns))
-    try:
-        yield standin
-    finally:
-        await standin.stop()
+def lease(holder: str | None, renew: str = "2026-11-25T02:17:57.123456Z", rv: str = "7",
+          seconds: int = 15) -> dict[str, object]:
+    return {"metadata": {"name": KEY.name, "namespace": KEY.namespace, "resourceVersion": rv},
+            "spec": {"holderIdentity": holder, "renewTime": renew, "leaseDurationSeconds": seconds}}
 
 
-def elector(api: StandIn, name: str, timing: LeaseTiming = FAST) -> tuple[LeaseElector, asyncio.Event]:
-    client = AsyncClient(config=KubeConfig.from_dict(api.kubeconfig(token=f"t{name[-1]}")))
-    changed = asyncio.Event()
-    return LeaseElector(client, identity=name, timing=timing, on_change=changed.set), changed
+def seen(at: float, *leases: dict[str, object] | None) -> LeaseRecord:
+    record = LeaseRecord(changed_at=at)
+    for item in leases:
+        record.observe(item, at)
+    return record
 
 
-async def until(predicate, timeout: float = 5.0) -> float:  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    while not predicate():
-        if loop.time() - start > timeout:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.01)
-    return loop.time() - start
+def step(record: LeaseRecord, now: float, *, timing: LeaseTiming = DEFAULTS, spread: float = 0.0) -> Step:
+    return next_step(record, identity=ME, timing=timing, now=now, spread=spread)
 
 
-def test_timing_must_fence_before_anyone_else_can_acquire() -> None:
-    LeaseTiming(15, 10, 2)
-    for bad in ((10, 10, 2), (15, 10, 10), (15, 20, 2), (15, 10, 0)):
-        with pytest.raises(ElectionConfigError):
-            LeaseTiming(*bad)
+# -- timing --------------------------------------------------------------------------------------
+
+def test_kube_vip_default_timing_is_valid() -> None:
+    assert (DEFAULTS.lease_duration, DEFAULTS.renew_deadline, DEFAULTS.retry_period) == (15, 10, 2)
+
+
+@pytest.mark.parametrize("lease_duration, renew_deadline, retry_period", [
+    (10, 10, 2),  # renew deadline must be strictly shorter than the lease, or fencing proves nothing
+    (15, 20, 2),
+    (15, 10, 10),  # retry must fit inside the renew deadline
+    (15, 10, 0),
+    (15, 10, -1),
+    (math.inf, 10, 2),
+    (15, math.nan, 2),
+])
+def test_timing_that_cannot_fence_before_a_takeover_is_refused(
+        lease_duration: float, renew_deadline: float, retry_period: float) -> None:
+    with pytest.raises(ElectionConfigError):
+        LeaseTiming(lease_duration, renew_deadline, retry_period)
+
+
+def test_declared_lease_seconds_round_up_so_peers_never_expire_us_early() -> None:
+    assert LeaseTiming(1.5, 1.0, 0.2).lease_seconds == 2
+    assert DEFAULTS.lease_seconds == 15
+
+
+@given(st.floats(0.01, 100), st.floats(0.01, 0.99), st.floats(0.01, 0.49))
+def test_renewal_starts_early_enough_for_two_retries_before_the_fence(
+        renew: float, retry_share: float, lease_extra: float) -> None:
+    timing = LeaseTiming(renew * (1 + lease_extra), renew, renew * retry_share)
+    assert 0 <= timing.renew_after <= timing.renew_deadline / 2
+    assert timing.renew_after + 2 * timing.retry_period <= timing.renew_deadline + 1e-9 or timing.renew_after == 0
+
+
+def test_kube_vip_defaults_renew_every_five_seconds_not_every_period() -> None:
+    assert DEFAULTS.renew_after == 5.0
 
 
 def test_service_lease_name_is_kube_vip_compatible() -> None:
     assert service_lease_key(ServiceKey("shop", "web")) == LeaseKey("shop", "kubevip-web")
 
 
-async def test_two_electors_one_lease_exactly_one_holds(api: StandIn) -> None:
-    (a, _), (b, _) = elector(api, "node-a"), elector(api, "node-b")
-    a.want([KEY])
-    b.want([KEY])
-    tasks = [asyncio.create_task(a.run()), asyncio.create_task(b.run())]
-    try:
-        await until(lambda: bool(a.held() or b.held()))
-        for _ in range(30):
-            assert not (a.held() and b.held())
-            await asyncio.sleep(0.05)
-        holder = "node-a" if a.held() else "node-b"
-        assert api.get("leases", KEY.name, KEY.namespace)["spec"]["holderIdentity"] == holder
-    finally:
-        for t in tasks:
-            t.cancel()
+# -- the fence -----------------------------------------------------------------------------------
+
+def test_we_hold_a_lease_only_until_renew_deadline_after_our_last_successful_write() -> None:
+    record = seen(100.0, lease(ME))
+    record.renewed_at = 100.0
+    assert is_fenced_holder(record, DEFAULTS, 109.999)
+    assert not is_fenced_holder(record, DEFAULTS, 110.0)
+    assert fence_ends_at(record, DEFAULTS) == 110.0
 
 
-async def test_clean_release_hands_over_within_one_retry_period(api: StandIn) -> None:
-    (a, _), (b, _) = elector(api, "node-a"), elector(api, "node-b")
-    a.want([KEY])
-    ta = asyncio.create_task(a.run())
-    await until(lambda: bool(a.held()))
-    b.want([KEY])
-    tb = asyncio.create_task(b.run())
-    try:
-        await asyncio.sleep(0.5)
-        assert not b.held()
-        ta.cancel()
-        await a.release_all()
-        assert not a.held()
-        took = await until(lambda: bool(b.held()), timeout=3)
-        assert took < FAST.retry_period * 3
-    finally:
-        tb.cancel()
+def test_a_lease_we_never_wrote_is_not_held_even_if_it_names_us() -> None:
+    # e.g. left by our previous incarnation: we must renew it before claiming it
+    record = seen(0.0, lease(ME))
+    assert not is_fenced_holder(record, DEFAULTS, 0.0)
+    assert step(record, 0.0) is Step.RENEW
 
 
-async def test_partitioned_holder_fences_itself_before_the_other_can_acquire(api: StandIn) -> None:
-    (a, a_changed), (b, _) = elector(api, "node-a"), elector(api, "node-b")
-    a.want([KEY])
-    ta = asyncio.create_task(a.run())
-    await until(lambda: bool(a.held()))
-    b.want([KEY])
-    tb = asyncio.create_task(b.run())
-    try:
-        await asyncio.sleep(0.3)
-        a_changed.clear()
-        api.deny("leases", ("get", "list", "create", "update", "patch"), user="node-a")
-        loop = asyncio.get_running_loop()
-        lost_at = acquired_at = None
-        start = loop.time()
-        while acquired_at is None and loop.time() - start < 6:
-            if lost_at is None and not a.held():
-                lost_at = loop.time()
-            if b.held():
-                acquired_at = loop.time()
-            assert not (a.held() and b.held()), "two holders at once"
-            await asyncio.sleep(0.01)
-        assert lost_at is not None and acquired_at is not None and lost_at < acquired_at
-        assert a_changed.is_set()  # the agent was told, by time alone
-    finally:
-        ta.cancel()
-        tb.cancel()
+@given(timing=st.builds(lambda d, r, p: LeaseTiming(d + r + p, r + p, p),
+                        st.floats(0.001, 30), st.floats(0.001, 30), st.floats(0.001, 30)),
+       sent=st.floats(0, 1e6), seen_later_by=st.floats(0, 100))
+def test_our_fence_always_ends_before_any_rival_may_take_the_lease(
+        timing: LeaseTiming, sent: float, seen_later_by: float) -> None:
+    # We renew at `sent`; a rival first sees that renewal at `sent + seen_later_by` (never before
+    # we sent it). Whatever the timing, the rival may not acquire while our fence still stands.
+    ours = seen(sent, lease(ME, renew="r1"))
+    ours.renewed_at = sent
+    rivals_view = seen(sent + seen_later_by, lease(ME, renew="r1", seconds=timing.lease_seconds))
+    fence_end = fence_ends_at(ours, timing)
+    assert fence_end is not None
+    last_instant_we_hold = fence_end - 1e-6  # a microsecond: well above float rounding at these magnitudes
+    assert is_fenced_holder(ours, timing, last_instant_we_hold)
+    rival = next_step(rivals_view, identity=RIVAL, timing=timing, now=last_instant_we_hold, spread=0)
+    assert rival is Step.WAIT
 
 
-async def test_unwanted_lease_is_released_at_once(api: StandIn) -> None:
-    (a, _), (b, _) = elector(api, "node-a"), elector(api, "node-b")
-    a.want([KEY])
-    b.want([KEY])
-    tasks = [asyncio.create_task(a.run()), asyncio.create_task(b.run())]
-    try:
-        await until(lambda: bool(a.held() or b.held()))
-        holder, other = (a, b) if a.held() else (b, a)
-        holder.want([])
-        assert not holder.held()
-        await until(lambda: bool(other.held()), timeout=2)
-    finally:
-        for t in tasks:
-            t.cancel()
+# -- client-go's expiry rule: local observation, never remote clocks -----------------------------
+
+def test_a_rivals_lease_expires_lease_duration_after_we_saw_it_change_whatever_its_timestamp_says() -> None:
+    record = seen(50.0, lease(RIVAL, renew="1999-01-01T00:00:00.000000Z"))  # a skewed remote clock
+    assert step(record, 64.9) is Step.WAIT
+    assert step(record, 65.0) is Step.ACQUIRE
 
 
-async def test_two_hundred_leases_are_all_held_and_renewals_stay_cheap(api: StandIn) -> None:
-    a, _ = elector(api, "node-a")
-    keys = [service_lease_key(ServiceKey("default", f"svc-{i}")) for i in range(200)]
-    a.want(keys)
-    task = asyncio.create_task(a.run())
-    try:
-        await until(lambda: len(a.held()) == 200, timeout=10)
-        before = a.requests
-        await asyncio.sleep(2.0)
-        per_second = (a.requests - before) / 2.0
-        # Naive: one GET and one PUT per lease per retry period = 2 * 200 / 0.2 = 2,000/s.
-        assert per_second < 2 * 200 / FAST.retry_period / 2
-        assert len(a.held()) == 200
-    finally:
-        task.cancel()
+def test_rereading_an_unchanged_lease_does_not_restart_its_expiry() -> None:
+    record = seen(50.0, lease(RIVAL, rv="7"))
+    record.observe(lease(RIVAL, rv="8"), 60.0)  # same holder and renewTime: not a renewal
+    assert step(record, 65.0) is Step.ACQUIRE
+
+
+def test_a_renewal_we_observe_restarts_the_rivals_lease() -> None:
+    record = seen(50.0, lease(RIVAL, renew="r1"))
+    record.observe(lease(RIVAL, renew="r2"), 60.0)
+    assert step(record, 65.0) is Step.WAIT
+    assert step(record, 75.0) is Step.ACQUIRE
+
+
+def test_a_holder_declaring_a_longer_lease_than_ours_is_given_its_full_duration() -> None:
+    short = LeaseTiming(3, 2, 0.5)
+    record = seen(0.0, lease(RIVAL, seconds=15))
+    assert expires_after(record, short) == 15
+    assert step(record, 10.0, timing=short) is Step.WAIT
+    assert step(record, 15.0, timing=short) is Step.ACQUIRE
+
+
+def test_a_released_lease_is_taken_at_once() -> None:
+    assert step(seen(10.0, lease(None)), 10.0) is Step.ACQUIRE
+
+
+# -- the rest of next_step -----------------------------------------------------------------------
+
+def test_a_missing_lease_is_created_after_this_nodes_spread_delay() -> None:
+    record = seen(0.0, None)
+    assert step(record, 0.5, spread=1.0) is Step.WAIT
+    assert step(record, 1.0, spread=1.0) is Step.CREATE
+
+
+def test_our_lease_is_renewed_only_once_renew_after_has_passed() -> None:
+    record = seen(0.0, lease(ME))
+    record.renewed_at = 0.0
+    assert step(record, DEFAULTS.renew_after - 0.01) is Step.WAIT
+    assert step(record, DEFAULTS.renew_after) is Step.RENEW
+
+
+def test_a_lease_deleted_under_us_stops_counting_as_held() -> None:
+    record = seen(0.0, lease(ME))
+    record.renewed_at = 0.0
+    record.observe(None, 1.0)
+    assert not is_fenced_holder(record, DEFAULTS, 1.0)
+    assert record.changed_at == 1.0
+
+
+def test_spread_delays_differ_per_node_and_stay_within_two_periods() -> None:
+    delays = {spread_delay(f"node-{i}", KEY, DEFAULTS) for i in range(20)}
+    assert len(delays) == 20
+    assert all(0 <= d < 2 * DEFAULTS.retry_period for d in delays)
+    assert spread_delay("node-1", KEY, DEFAULTS) == spread_delay("node-1", KEY, DEFAULTS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -172,6 +173,44 @@ async def test_holder_that_can_still_renew_but_not_list_keeps_the_lease(
         assert a.held() == {KEY}
 
 
+async def test_holder_whose_requests_hang_fences_itself_by_time_alone_and_recovers(
+        clients: Callable[[str], AsyncClient], api: StandIn) -> None:
+    loop = asyncio.get_running_loop()
+    told: list[float] = []
+    a = LeaseElector(clients("node-a"), identity="node-a", timing=FAST, on_change=lambda: told.append(loop.time()))
+    a.want([KEY])
+    async with running(a):
+        await until(lambda: bool(a.held()))
+        api.set_latency(2 * FAST.renew_deadline)  # every request now outlives the renew deadline
+        hung_at = loop.time()
+        lost_after = await until(lambda: not a.held(), timeout=2 * FAST.renew_deadline)
+        assert told and told[-1] - hung_at <= FAST.renew_deadline + 0.05  # told while requests still hang
+        api.set_latency(0)
+        await until(lambda: bool(a.held()), timeout=4 * FAST.renew_deadline)
+    assert lost_after <= FAST.renew_deadline + 0.05, lost_after
+
+
+async def test_one_failed_renewal_does_not_drop_leadership_before_the_deadline(
+        clients: Callable[[str], AsyncClient], api: StandIn) -> None:
+    clock = FakeClock()
+    a = LeaseElector(clients("node-a"), identity="node-a", timing=FAST, on_change=lambda: None, clock=clock)
+    a.want([KEY])
+    await a.cycle()
+    clock.now += 2 * FAST.retry_period  # past the spread delay
+    await a.cycle()
+    assert a.held() == {KEY}
+    clock.now += FAST.renew_after + 0.01
+    api.deny("leases", ("update",), user="node-a")
+    await a.cycle()  # 403 on the renewal: a blip, not a lost lease
+    assert a.held() == {KEY}
+    api.allow("leases", ("update",), user="node-a")
+    clock.now += FAST.retry_period
+    await a.cycle()
+    assert a.held() == {KEY}
+    clock.now += FAST.renew_deadline - 0.01  # renewed one period late, and counted from then
+    assert a.held() == {KEY}
+
+
 class RivalWritesFirst:
     """Our client, except that a rival's takeover reaches the server between our read and our PUT:
     the real race, made deterministic."""
@@ -192,8 +231,8 @@ class RivalWritesFirst:
     async def replace(self, obj: Any, **kwargs: Any) -> Any:
         if self.armed:
             self.armed = False
-            current = self._api.get("leases", KEY.name, KEY.namespace)
-            current["spec"].update(holderIdentity="node-z", renewTime=micro_time())
+            current = copy.deepcopy(self._api.get("leases", KEY.name, KEY.namespace))
+            current["spec"].update(holderIdentity="node-z", renewTime=micro_time(), leaseDurationSeconds=1)
             self._api.replace(current)
         return await self._client.replace(obj, **kwargs)
 
@@ -217,8 +256,9 @@ async def test_a_renewal_that_loses_a_race_drops_the_lease_and_waits_out_the_win
     assert a.held() == frozenset()
     assert holder_of(api) == "node-z"
 
+    await a.cycle()  # we see node-z as holder from now on (its renewTime is not trusted)
     clock.now += FAST.lease_duration - 0.01
-    await a.cycle()  # node-z never renews, but its term counts from when *we* saw it change
+    await a.cycle()  # node-z never renews; its term (never shorter than ours) counts from our sighting
     assert holder_of(api) == "node-z"
     clock.now += 0.02
     await a.cycle()

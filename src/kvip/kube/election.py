@@ -54,6 +54,9 @@ def micro_time(now: dt.datetime | None = None) -> str:
 
 
 class LeaseElector:
+    """Contends for the leases `want()` names, as `identity`, in one loop (`run()`); the agent reads
+    `held()` and is told through `on_change` whenever that set changes. `clock` is for tests."""
+
     def __init__(self, client: AsyncClient, *, identity: str, timing: LeaseTiming,
                  on_change: Callable[[], None], clock: Callable[[], float] = time.monotonic) -> None:
         self._client = client
@@ -104,8 +107,10 @@ class LeaseElector:
             group.create_task(self._fence_loop(), name="elector-fence")
 
     async def _work_loop(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             self._wake.clear()
+            started = loop.time()
             try:
                 await self.cycle()
             except asyncio.CancelledError:
@@ -113,10 +118,14 @@ class LeaseElector:
             except Exception:  # a bug here must not end elections; the fence keeps us safe meanwhile
                 log.exception("election cycle failed")
             self._report()
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.timing.retry_period)
-            except asyncio.TimeoutError:
-                pass
+            # Fixed rate, not fixed delay: a long cycle (1,000 renewals) must not stretch the period,
+            # or the retries left before the renew deadline shrink.
+            wait = started + self.timing.retry_period - loop.time()
+            if wait > 0:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), wait)
+                except asyncio.TimeoutError:
+                    pass
 
     async def _fence_loop(self) -> None:
         """Reports a lease lost by time alone at the instant the fence drops it, even while a
@@ -126,7 +135,8 @@ class LeaseElector:
             now = self._clock()
             wake_in = self.timing.retry_period
             for key in self._reported:
-                ends = fence_ends_at(self._records[key], self.timing)
+                record = self._records.get(key)
+                ends = None if record is None else fence_ends_at(record, self.timing)
                 if ends is not None:
                     wake_in = min(wake_in, ends - now)
             await asyncio.sleep(max(0.001, wake_in + 0.001))
@@ -174,8 +184,11 @@ class LeaseElector:
                              spread=spread_delay(self.identity, key, self.timing))
             if step is not Step.WAIT:
                 steps.append((key, step))
+        # Renewals first, most overdue first: protecting what we hold beats taking more.
+        steps.sort(key=lambda ks: (ks[1] is not Step.RENEW, self._records[ks[0]].renewed_at or 0.0))
         await asyncio.gather(*(bounded(lambda k=k, s=s: self._write(k, s)) for k, s in steps))
         self._note(failures)
+        self._forget_unwanted()
 
     async def release_all(self) -> None:
         """Clean stop: stop contending and clear holderIdentity on every lease we hold, so other
@@ -231,9 +244,11 @@ class LeaseElector:
                 body["metadata"]["resourceVersion"] = record.resource_version
                 written = await self._client.replace(Lease(body), namespace=key.namespace)
         except Exception as exc:
-            record.renewed_at = None  # whatever happened, we can no longer prove we hold it
             if classify(exc) in (ApiFailure.CONFLICT, ApiFailure.NOT_FOUND):
-                return  # someone else moved first (or it was deleted); re-read next period
+                record.renewed_at = None  # someone else moved first (or it was deleted): not ours
+                return
+            # 403, 5xx, timeouts: keep retrying; a transient error must not drop leadership (and
+            # the VIP) early, and the fence ends it at the renew deadline if the errors persist.
             raise
         record.observe(dict(written), sent)
         if key not in self._wanted:
@@ -283,6 +298,13 @@ class LeaseElector:
             record.observe(None, self._clock())
             return
         record.observe(dict(lease), self._clock())
+
+    def _forget_unwanted(self) -> None:
+        """Services come and go: keep records only for leases we want or still have to give back."""
+        for key in [k for k in self._records if k not in self._wanted and k not in self._to_release]:
+            record = self._records[key]
+            if not (record.exists and record.holder == self.identity):
+                del self._records[key]
 
     # -- reporting -------------------------------------------------------------------------------
 
