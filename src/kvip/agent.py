@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -83,7 +84,8 @@ class Agent:
             resync_period=config.resync_period,
         )
         self.backends = list(backends) if backends is not None else default_backends(config)
-        self.metrics = AgentMetrics(config.node_name, self.cache.statuses, mode=config.mode.value)
+        self.metrics = AgentMetrics(config.node_name, self.cache.statuses, mode=config.mode.value,
+                                    staleness=lambda: self.cache.stale_for(time.monotonic()))
         self.events = EventRecorder(self.client, node_name=config.node_name)
         self.status_writer = ServiceStatusWriter(self.client)
         self.heartbeat = HeartbeatPublisher(self.client, node_name=config.node_name, namespace=config.namespace,

@@ -18,8 +18,10 @@ from kvip.reconcile import ReconcileResult
 
 
 class _SourceCollector(Collector):
-    def __init__(self, statuses: Callable[[], Iterable[SourceStatus]]) -> None:
+    def __init__(self, statuses: Callable[[], Iterable[SourceStatus]],
+                 staleness: Callable[[], float] | None = None) -> None:
         self._statuses = statuses
+        self._staleness = staleness
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         state = GaugeMetricFamily(
@@ -48,10 +50,16 @@ class _SourceCollector(Collector):
             for code, count in status.errors.items():
                 errors.add_metric([status.resource, code], count)
         yield from (state, objects, last_list, since, relists, restarts, errors)
+        if self._staleness is not None:
+            stale = GaugeMetricFamily("kvip_api_staleness_seconds",
+                                      "How long the cache has gone unconfirmed beyond normal (on_api_loss input)")
+            stale.add_metric([], self._staleness())
+            yield stale
 
 
 class AgentMetrics:
-    def __init__(self, node_name: str, statuses: Callable[[], Iterable[SourceStatus]], mode: str = "table") -> None:
+    def __init__(self, node_name: str, statuses: Callable[[], Iterable[SourceStatus]], mode: str = "table",
+                 staleness: Callable[[], float] | None = None) -> None:
         self._mode = mode
         self._drifting: set[str] = set()
         self.registry = CollectorRegistry()
@@ -95,7 +103,7 @@ class AgentMetrics:
         self.leader = Gauge("kvip_leases_held", "Leases this node holds (fenced)", registry=r)
         self.info = Gauge("kvip_agent_info", "Static facts about this agent", ["node"], registry=r)
         self.info.labels(node_name).set(1)
-        r.register(_SourceCollector(statuses))
+        r.register(_SourceCollector(statuses, staleness))
 
     def observe(self, result: ReconcileResult) -> None:
         self.reconciles.labels("error" if result.error or result.failed else "ok").inc()
