@@ -49,7 +49,7 @@ async def trials(timing: tuple[float, float, float], count: int, sig: int, workd
         for _ in range(count):
             leader = await single_holder(lab, set(NODES), lease * 3 + 10)
             t0 = time.monotonic()
-            lab.stop_agent(leader, sig=sig)
+            await lab.stop_agent(leader, sig=sig)
             await single_holder(lab, set(NODES) - {leader}, lease * 3 + 10)
             results.append(time.monotonic() - t0)
             if sig == signal.SIGKILL:  # its route stays in the kernel until its agent comes back

@@ -26,14 +26,14 @@ async def lab(tmp_path: Path) -> AsyncIterator[LabCluster]:
 async def test_sigterm_withdraws_every_route(lab: LabCluster) -> None:
     lab.start_agent("node-a")
     await lab.wait_for({"node-a": {"10.96.0.10/32"}})
-    assert lab.stop_agent("node-a", sig=signal.SIGTERM) == 0
+    assert await lab.stop_agent("node-a", sig=signal.SIGTERM) == 0
     assert lab.routes("node-a") == set()
 
 
 async def test_keep_routes_on_exit_leaves_routes_for_the_next_agent(lab: LabCluster) -> None:
     lab.start_agent("node-a", env={"kvip_keep_routes_on_exit": "true"})
     await lab.wait_for({"node-a": {"10.96.0.10/32"}})
-    lab.stop_agent("node-a", sig=signal.SIGTERM)
+    await lab.stop_agent("node-a", sig=signal.SIGTERM)
     assert lab.routes("node-a") == {"10.96.0.10/32"}
 
 

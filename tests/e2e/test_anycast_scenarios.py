@@ -104,7 +104,7 @@ async def test_service_deleted_while_agent_down_is_cleaned_at_restart_and_valid_
     await start_all(lab)
     await lab.wait_for(only("node-a", ROUTE, "10.96.0.11/32"))
 
-    lab.stop_agent("node-a", sig=signal.SIGKILL)  # a crash: routes stay in the kernel
+    await lab.stop_agent("node-a", sig=signal.SIGKILL)  # a crash: routes stay in the kernel
     lab.api.delete("services", "gone", namespace="default")
     assert lab.routes("node-a") == {ROUTE, "10.96.0.11/32"}
 

@@ -51,13 +51,13 @@ async def test_global_election_one_node_advertises_and_fails_over_on_kill_and_on
         lab.start_agent(name, env={"vip_leaderelection": "true"})
     leader, _ = await until_single_holder(lab, 15)
 
-    lab.stop_agent(leader, sig=signal.SIGKILL)
+    await lab.stop_agent(leader, sig=signal.SIGKILL)
     survivors = set(NODES) - {leader}
     # The killed agent cannot withdraw (its kernel route stays): look at the survivors only.
     second, took = await until_single_holder(lab, LEASE + RETRY + 2.0, among=survivors)
     assert took <= LEASE + RETRY + 2.0, took
 
-    lab.stop_agent(second, sig=signal.SIGTERM)
+    await lab.stop_agent(second, sig=signal.SIGTERM)
     third, took = await until_single_holder(lab, 3 * RETRY + 1.0, among=survivors - {second})
     assert third not in (leader, second)
 

@@ -91,6 +91,6 @@ async def test_serving_but_terminating_endpoint_counts_only_when_configured(lab:
     assert lab.routes("node-a") == set()
     # node-b has no local endpoint: Local policy never advertises there, whatever the setting.
     assert lab.routes("node-b") == set()
-    lab.stop_agent("node-a")
+    await lab.stop_agent("node-a")
     lab.start_agent("node-a", env={"kvip_serving_terminating": "true"})
     await lab.wait_for({"node-a": {ROUTE}}, timeout=10)

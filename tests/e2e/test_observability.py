@@ -87,7 +87,7 @@ async def test_injected_drift_is_reported_by_metrics_and_audit_and_clears_after_
 
 async def test_stopped_agent_shows_as_stale_heartbeat(lab: LabCluster) -> None:
     await audit_until(lab, 0)
-    lab.stop_agent("node-c")
+    await lab.stop_agent("node-c")
     deadline = time.monotonic() + 15
     while True:
         code, report = await audit(lab, "--stale-after", "3")

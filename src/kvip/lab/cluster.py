@@ -108,7 +108,7 @@ class LabCluster:
 
     async def stop(self) -> None:
         for name in list(self.agents):
-            self.stop_agent(name, timeout=5)
+            await self.stop_agent(name, timeout=5)
         await self.api.close()
         if self.topology is not None:
             destroy_topology(self.topology)
@@ -169,16 +169,20 @@ class LabCluster:
         self.agents[node_name] = agent
         return agent
 
-    def stop_agent(self, node_name: str, *, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
+    async def stop_agent(self, node_name: str, *, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
+        """Signal the agent and wait for it without blocking the loop: the stand-in serves from this
+        loop, and an agent's clean shutdown talks to it (releasing its Leases)."""
         agent = self.agents.pop(node_name, None)
         if agent is None or not agent.running:
             return None if agent is None else agent.process.returncode
         agent.process.send_signal(sig)
-        try:
-            return agent.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            agent.process.kill()
-            return agent.process.wait(5)
+        deadline = time.monotonic() + timeout
+        while agent.process.poll() is None:
+            if time.monotonic() > deadline:
+                agent.process.kill()
+                return await asyncio.to_thread(agent.process.wait, 5)
+            await asyncio.sleep(0.02)
+        return agent.process.returncode
 
     def agent_log(self, node_name: str) -> str:
         path = self.workdir / f"agent-{node_name}.log"
