@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from lightkube import AsyncClient
@@ -38,7 +39,7 @@ class AgentError(Exception):
     """The agent cannot start with this configuration on this machine."""
 
 
-def default_backends(config: AgentConfig) -> list[Dataplane[Any]]:
+def default_backends(config: AgentConfig, on_conflict: Callable[[Any, str], None]) -> list[Dataplane[Any]]:
     if config.mode is Mode.TABLE:
         from kvip.dataplane.routes import RouteTable
 
@@ -50,7 +51,25 @@ def default_backends(config: AgentConfig) -> list[Dataplane[Any]]:
                 route_type=config.routing_table_type,
             )
         ]
-    raise AgentError(f"mode {config.mode.value!r} is not available yet; use vip_routingtable=true")
+    if config.mode is Mode.ARP:
+        from kvip.dataplane.arp import ArpBackend
+
+        interface = config.interface if config.interface != "lo" else default_route_interface()
+        return [ArpBackend(interface=interface, protocol=config.routing_protocol, arp_rate=config.arp_rate,
+                           on_conflict=on_conflict)]
+    raise AgentError(f"mode {config.mode.value!r} is not available yet; use vip_routingtable=true or vip_arp=true")
+
+
+def default_route_interface() -> str:
+    """kube-vip's default for layer 2: the interface of the IPv4 default route."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        for route in ipr.get_default_routes(family=socket.AF_INET):
+            index = route.get("RTA_OIF") if hasattr(route, "get") else None
+            if index:
+                return ipr.get_links(index)[0].get("IFLA_IFNAME")
+    raise AgentError("vip_arp=true but no vip_interface given and no IPv4 default route to take it from")
 
 
 def actual_vips(result: ReconcileResult) -> set[str]:
@@ -58,7 +77,7 @@ def actual_vips(result: ReconcileResult) -> set[str]:
     held = {str(v) for v in result.desired.vips}
     for diff in result.diffs:
         for item in diff.failed:
-            vip = getattr(getattr(item, "dst", None), "network_address", None)
+            vip = getattr(item, "address", None) or getattr(getattr(item, "dst", None), "network_address", None)
             if vip is None:
                 continue
             if item in diff.added:
@@ -83,7 +102,7 @@ class Agent:
             self.client, node_name=config.node_name, on_change=self._on_source_change,
             resync_period=config.resync_period,
         )
-        self.backends = list(backends) if backends is not None else default_backends(config)
+        self.backends = list(backends) if backends is not None else default_backends(config, self._on_conflict)
         self.metrics = AgentMetrics(config.node_name, self.cache.statuses, mode=config.mode.value,
                                     staleness=lambda: self.cache.stale_for(time.monotonic()))
         self.events = EventRecorder(self.client, node_name=config.node_name)
@@ -172,6 +191,13 @@ class Agent:
         self.heartbeat.report(actual, desired)
         self.ready.set()
 
+    def _on_conflict(self, vip: Any, other_mac: str) -> None:
+        """Another MAC answers for a VIP we hold (layer-2 split brain): metric and an Event per owner."""
+        self.metrics.conflicts.inc()
+        last = self.reconciler.last_result
+        owners = last.desired.advertisements[vip].services if last and vip in last.desired.advertisements else ()
+        self.events.report_conflict(owners, f"VIP {vip} is also answered by {other_mac} (split brain)")
+
     def _on_source_change(self, source: str) -> None:
         self.trigger.fire(f"source:{source}")
 
@@ -194,6 +220,10 @@ class Agent:
                 tasks.append(asyncio.create_task(self.elector.run(), name="elector"))
             if self.probes is not None:
                 tasks.append(asyncio.create_task(self.probes.run(), name="probes"))
+            for backend in self.backends:
+                maintain = getattr(backend, "maintain", None)
+                if maintain is not None:  # periodic announcements (ARP/NA), session keeping (BGP)
+                    tasks.append(asyncio.create_task(maintain(), name=f"maintain-{backend.name}"))
             if self.config.metrics_address:
                 from kvip.httpserver import serve_agent_http
 

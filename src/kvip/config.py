@@ -60,6 +60,7 @@ class AgentConfig:
     log_level: str = "info"
     log_format: str = "text"
     drain_on_cordon: bool = True
+    arp_rate: float = 3.0
     probes: str = "off"
     probe_interval: float = 1.0
     probe_timeout: float = 0.5
@@ -208,6 +209,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("keep_routes_on_exit", ("kvip_keep_routes_on_exit",), "--keep-routes-on-exit", parse_bool,
            "leave routes in place on SIGTERM"),
     Option("log_level", ("vip_loglevel",), "--log-level", _log_level, "debug, info, warning, error"),
+    Option("arp_rate", ("vip_arpRate",), "--arp-rate", lambda t: _int_range(1, 3_600_000)(t) / 1000.0,
+           "milliseconds between gratuitous ARP / NA announcements"),
     Option("drain_on_cordon", ("kvip_drain_on_cordon",), "--drain-on-cordon", parse_bool,
            "withdraw while the node is cordoned"),
     Option("probes", ("kvip_probes",), "--probes", _probe_kind, "local endpoint probes: off, tcp or http[:path]"),
@@ -239,6 +242,9 @@ def load_config(env: Mapping[str, str], overrides: Mapping[str, object] | None =
     values.update(overrides)
     _modes(env, values, errors)
     _election(env, values, errors)
+    if values.get("mode") is Mode.ARP and values.get("election", ElectionMode.NONE) is ElectionMode.NONE:
+        errors.append("vip_arp=true needs vip_leaderelection=true or svc_election=true: without an election "
+                      "several nodes would answer ARP for the same VIP from different MACs")
     if not values.get("node_name"):
         errors.append("node name missing: set --node-name, vip_nodename or NODE_NAME")
     defaults = {f.name: f.default for f in fields(AgentConfig)}

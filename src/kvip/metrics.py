@@ -100,6 +100,8 @@ class AgentMetrics:
             "From the first trigger of a pass (API event, netlink change, lease) to its changes being applied",
             ["backend"], registry=r, buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
+        self.conflicts = Counter("kvip_vip_conflicts", "Another MAC answered for a VIP this node holds",
+                                 registry=r)
         self.leader = Gauge("kvip_leases_held", "Leases this node holds (fenced)", registry=r)
         self.info = Gauge("kvip_agent_info", "Static facts about this agent", ["node"], registry=r)
         self.info.labels(node_name).set(1)

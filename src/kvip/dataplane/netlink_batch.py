@@ -8,13 +8,14 @@ kernel sees a stream. Blocking socket: callers run it in a thread.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import ipaddress
 import os
 import socket
 import struct
 import threading
+
+from kvip.dataplane.netns_socket import in_netns
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -24,7 +25,6 @@ NLMSG_ERROR = 2
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
 RTA_DST, RTA_OIF, RTA_TABLE = 1, 4, 15
 RT_SCOPE_UNIVERSE, RT_SCOPE_HOST, RT_SCOPE_NOWHERE = 0, 254, 255
-CLONE_NEWNET = 0x40000000
 CHUNK = 256  # requests per send: acks for one chunk (36 bytes each) always fit the receive buffer
 
 
@@ -63,27 +63,8 @@ def encode(request: RouteRequest, seq: int) -> bytes:
 
 
 def open_socket(netns: str | None) -> socket.socket:
-    """A NETLINK_ROUTE socket in `netns` (made by a short-lived thread that enters it)."""
-    if netns is None:
-        return _new_socket()
-    made: dict[str, object] = {}
-
-    def create() -> None:
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            with open(f"/run/netns/{netns}") as target:
-                if libc.setns(target.fileno(), CLONE_NEWNET) != 0:
-                    raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
-            made["sock"] = _new_socket()
-        except Exception as exc:
-            made["error"] = exc
-
-    thread = threading.Thread(target=create)
-    thread.start()
-    thread.join()
-    if "error" in made:
-        raise made["error"]  # type: ignore[misc]
-    return made["sock"]  # type: ignore[return-value]
+    """A NETLINK_ROUTE socket in `netns`."""
+    return in_netns(netns, _new_socket)
 
 
 def _new_socket() -> socket.socket:

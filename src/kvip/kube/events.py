@@ -41,6 +41,11 @@ class EventRecorder:
                 self._queue.put_nowait((problem, "Warning"))
         self._active = current
 
+    def report_conflict(self, services: Iterable[ServiceKey], message: str) -> None:
+        for key in services:
+            if not self._queue.full():
+                self._queue.put_nowait((BadInput(key, "VIPConflict", message), "Warning"))
+
     def report_transitions(self, decisions: Mapping[ServiceKey, ServiceDecision]) -> None:
         """A Normal Event when this node starts or stops advertising a service (not on every pass)."""
         now = {key: d.advertised for key, d in decisions.items()}
