@@ -172,3 +172,12 @@ async def test_ipv6_failover_moves_the_clients_neighbour_entry_with_unsolicited_
     while client_neigh6(lab) != mac(lab, new):
         assert time.monotonic() - took_over < ARP_RATE + 1.0, "client still points at the old MAC"
         await asyncio.sleep(0.02)
+
+
+async def test_vip_address_deleted_by_hand_is_restored_at_once(lab: LabCluster) -> None:
+    leader = await single_holder(lab, set(NODES))
+    subprocess.run(["ip", "-n", lab.node(leader).netns, "addr", "del", f"{VIP}/32", "dev", "eth0"], check=True)
+    start = time.monotonic()
+    while leader not in holders(lab):
+        assert time.monotonic() - start < 2.0, "address not restored"
+        await asyncio.sleep(0.01)

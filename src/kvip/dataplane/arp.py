@@ -22,13 +22,13 @@ from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from kvip.dataplane.base import ApplyError, DataplaneError
+from kvip.dataplane.netlink_monitor import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_LINK, netlink_hints
 from kvip.dataplane.netns_socket import socket_in
 from kvip.model import DesiredState, IPAddress
 
 log = logging.getLogger("kvip.arp")
 
 ETH_P_ARP = 0x0806
-RTMGRP_LINK, RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR = 0x1, 0x10, 0x100
 IFA_F_NODAD = 0x02
 PACKET_OUTGOING = 4
 BURST = 3  # gratuitous packets sent at takeover
@@ -136,18 +136,11 @@ class ArpBackend:
         if failed:
             raise ApplyError(failed)  # type: ignore[arg-type]
 
-    async def changes(self) -> AsyncIterator[None]:
-        monitor = AsyncIPRoute(netns=self._netns, groups=RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR)
-        try:
-            await monitor.bind()
-            while True:
-                relevant = False
-                async for msg in monitor.get():
-                    relevant |= msg.get("event", "") in ("RTM_NEWADDR", "RTM_DELADDR", "RTM_NEWLINK", "RTM_DELLINK")
-                if relevant:
-                    yield None
-        finally:
-            monitor.close()
+    def changes(self) -> AsyncIterator[None]:
+        """A hint whenever an address or link changes (an address of ours deleted behind our back)."""
+        events = ("RTM_NEWADDR", "RTM_DELADDR", "RTM_NEWLINK", "RTM_DELLINK")
+        return netlink_hints(self._netns, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR,
+                             lambda msg: msg.get("event", "") in events)
 
     async def maintain(self) -> None:
         """Periodic announcements plus split-brain detection, for as long as the agent runs."""

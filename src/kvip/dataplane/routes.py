@@ -21,13 +21,11 @@ from pyroute2 import AsyncIPRoute
 
 from kvip.dataplane.base import ApplyError, DataplaneError
 from kvip.dataplane.netlink_batch import RouteBatcher, RouteRequest
+from kvip.dataplane.netlink_monitor import RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_ROUTE, RTMGRP_LINK, netlink_hints
 from kvip.model import DesiredState
 
 log = logging.getLogger("kvip.routes")
 
-RTMGRP_IPV4_ROUTE = 0x40
-RTMGRP_IPV6_ROUTE = 0x400
-RTMGRP_LINK = 0x1
 ROUTE_TYPES = {"unicast": 1, "local": 2}
 _TYPE_NAMES = {v: k for k, v in ROUTE_TYPES.items()}
 RT_SCOPE_UNIVERSE, RT_SCOPE_HOST = 0, 254
@@ -126,21 +124,11 @@ class RouteTable:
         if failed:
             raise ApplyError(failed)  # type: ignore[arg-type]
 
-    async def changes(self) -> AsyncIterator[None]:
+    def changes(self) -> AsyncIterator[None]:
         """A hint per burst of route changes in our table (or link changes, which move routes)."""
-        monitor = AsyncIPRoute(netns=self._netns, groups=RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE | RTMGRP_LINK)
-        try:
-            await monitor.bind()
-            while True:
-                # get() yields one batch of broadcast messages and ends; a burst is one hint.
-                relevant = False
-                async for msg in monitor.get():
-                    event = msg.get("event", "")
-                    relevant |= event in ("RTM_NEWLINK", "RTM_DELLINK") or msg.get("table") == self.table
-                if relevant:
-                    yield None
-        finally:
-            monitor.close()
+        return netlink_hints(self._netns, RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE | RTMGRP_LINK,
+                             lambda msg: msg.get("event", "") in ("RTM_NEWLINK", "RTM_DELLINK")
+                             or msg.get("table") == self.table)
 
     async def close(self) -> None:
         if self._batch is not None:

@@ -1,0 +1,30 @@
+"""Change hints from rtnetlink multicast groups: one hint per burst of relevant messages."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+from pyroute2 import AsyncIPRoute
+
+RTMGRP_LINK = 0x1
+RTMGRP_IPV4_IFADDR = 0x10
+RTMGRP_IPV4_ROUTE = 0x40
+RTMGRP_IPV6_IFADDR = 0x100
+RTMGRP_IPV6_ROUTE = 0x400
+
+
+async def netlink_hints(netns: str | None, groups: int,
+                        relevant: Callable[[Mapping[str, Any]], bool]) -> AsyncIterator[None]:
+    monitor = AsyncIPRoute(netns=netns, groups=groups)
+    try:
+        await monitor.bind()
+        while True:
+            # get() yields one batch of broadcast messages and ends; a burst makes one hint.
+            hit = False
+            async for msg in monitor.get():
+                hit |= relevant(msg)
+            if hit:
+                yield None
+    finally:
+        monitor.close()
