@@ -36,6 +36,7 @@ from kvip.vips import service_vips
 
 DEFAULT_LB_CLASS = "kube-vip.io/kube-vip-class"
 IGNORE_ANNOTATION = "kube-vip.io/ignore"
+SERVICE_INTERFACE_ANNOTATION = "kube-vip.io/serviceInterface"
 EXCLUDE_LB_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
 
 
@@ -81,8 +82,19 @@ def decide(
                 owners[vip].add(key)
 
     problems.extend(vip_conflicts(snapshot, decisions))
-    advertisements = {vip: Advertisement(vip, frozenset(keys)) for vip, keys in owners.items()}
+    advertisements = {
+        vip: Advertisement(vip, frozenset(keys), service_interface(snapshot, keys)) for vip, keys in owners.items()
+    }
     return DesiredState(advertisements, decisions, tuple(problems))
+
+
+def service_interface(snapshot: ClusterSnapshot, owners: set[ServiceKey]) -> str | None:
+    """kube-vip's per-service interface annotation; the first owner (by name) that sets it wins."""
+    for key in sorted(owners):
+        value = snapshot.services[key].annotations.get(SERVICE_INTERFACE_ANNOTATION, "").strip()
+        if value:
+            return value
+    return None
 
 
 def is_handled(config: DecideConfig, service: ServiceView, problems: list[BadInput]) -> bool:

@@ -115,6 +115,7 @@ class Advertisement:
 
     vip: IPAddress
     services: frozenset[ServiceKey]
+    interface: str | None = None  # per-service override (kube-vip.io/serviceInterface), layer-2 mode
 
     @property
     def prefix_len(self) -> int:

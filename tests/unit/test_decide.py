@@ -165,3 +165,11 @@ def test_non_load_balancer_services_are_not_ours() -> None:
     web = svc("web", "10.96.0.10", type_="ClusterIP")
     state = decide(CONFIG, snap(web, endpoints={"web": (ep(HERE),)}))
     assert advertised(state) == set() and web.key not in state.decisions
+
+
+def test_service_interface_annotation_chooses_the_layer2_interface_of_its_vip() -> None:
+    web = svc("web", "10.96.0.10", policy="Cluster", annotations={"kube-vip.io/serviceInterface": "eth1"})
+    api = svc("api", "10.96.0.11", policy="Cluster")
+    state = decide(CONFIG, snap(web, api, endpoints={"web": (ep(THERE),), "api": (ep(THERE),)}))
+    assert state.advertisements[ipaddress.ip_address("10.96.0.10")].interface == "eth1"
+    assert state.advertisements[ipaddress.ip_address("10.96.0.11")].interface is None

@@ -23,7 +23,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from kvip.dataplane.base import ApplyError, DataplaneError
 from kvip.dataplane.netlink_monitor import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_LINK, netlink_hints
-from kvip.dataplane.netns_socket import socket_in
+from kvip.dataplane.netns_socket import in_netns, socket_in
 from kvip.model import DesiredState, IPAddress
 
 log = logging.getLogger("kvip.arp")
@@ -85,14 +85,15 @@ class ArpBackend:
         self._netns = netns
         self._on_conflict = on_conflict or (lambda vip, mac: None)
         self._ipr: AsyncIPRoute | None = None
-        self._held: set[IPAddress] = set()
+        self._held: dict[IPAddress, str] = {}  # VIP -> interface it is on
         self.conflicts = 0
         self.announcements = 0
 
     # -- Dataplane ---------------------------------------------------------------------------
 
     def desired(self, state: DesiredState) -> frozenset[OwnedAddress]:
-        return frozenset(OwnedAddress(vip, self.interface, self.protocol) for vip in state.advertisements)
+        return frozenset(OwnedAddress(vip, ad.interface or self.interface, self.protocol)
+                         for vip, ad in state.advertisements.items())
 
     async def observe(self) -> frozenset[OwnedAddress]:
         ipr = await self._conn()
@@ -103,7 +104,7 @@ class ArpBackend:
                 continue
             address = ipaddress.ip_address(msg.get("IFA_LOCAL") or msg.get("IFA_ADDRESS"))
             found.add(OwnedAddress(address, names.get(msg["index"], f"if{msg['index']}"), self.protocol))
-        self._held = {a.address for a in found if a.ifname == self.interface}
+        self._held = {a.address: a.ifname for a in found}
         return frozenset(found)
 
     async def apply(self, add: frozenset[OwnedAddress], remove: frozenset[OwnedAddress]) -> None:
@@ -131,8 +132,8 @@ class ArpBackend:
                     continue
                 failed[item] = "address already on the interface without our protocol"
                 continue
-            self._held.add(item.address)
-            await self._announce([item.address], burst=BURST)  # takeover: tell the segment at once
+            self._held[item.address] = item.ifname
+            await self._announce(item.ifname, [item.address], burst=BURST)  # takeover: tell the segment at once
         if failed:
             raise ApplyError(failed)  # type: ignore[arg-type]
 
@@ -148,10 +149,13 @@ class ArpBackend:
         try:
             while True:
                 await asyncio.sleep(self.arp_rate)
-                held = sorted(self._held, key=str)
-                if held:
-                    await self._announce(held, burst=1)
-                    await self._probe([v for v in held if v.version == 4])
+                by_interface: dict[str, list[IPAddress]] = {}
+                for vip, ifname in sorted(self._held.items(), key=lambda kv: str(kv[0])):
+                    by_interface.setdefault(ifname, []).append(vip)
+                for ifname, vips in by_interface.items():
+                    await self._announce(ifname, vips, burst=1)
+                    if ifname == self.interface:  # split brain is watched on the main interface
+                        await self._probe([v for v in vips if v.version == 4])
         finally:
             listener.cancel()
 
@@ -171,31 +175,31 @@ class ArpBackend:
         found = await ipr.link_lookup(ifname=ifname)
         return found[0] if found else None
 
-    def _mac_via_socket(self) -> bytes:
-        sock = self._packet_socket()
+    def _mac_via_socket(self, ifname: str | None = None) -> bytes:
+        sock = self._packet_socket(ifname)
         try:
             return sock.getsockname()[4]
         finally:
             sock.close()
 
-    def _packet_socket(self) -> socket.socket:
+    def _packet_socket(self, ifname: str | None = None) -> socket.socket:
         sock = socket_in(self._netns, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
-        sock.bind((self.interface, ETH_P_ARP))
+        sock.bind((ifname or self.interface, ETH_P_ARP))
         return sock
 
-    async def _announce(self, vips: list[IPAddress], burst: int) -> None:
+    async def _announce(self, ifname: str, vips: list[IPAddress], burst: int) -> None:
         try:
-            await asyncio.to_thread(self._send_announcements, vips, burst)
+            await asyncio.to_thread(self._send_announcements, ifname, vips, burst)
             self.announcements += len(vips) * burst
         except OSError as exc:
-            log.warning("cannot announce %s on %s: %s", ", ".join(map(str, vips)), self.interface, exc)
+            log.warning("cannot announce %s on %s: %s", ", ".join(map(str, vips)), ifname, exc)
 
-    def _send_announcements(self, vips: list[IPAddress], burst: int) -> None:
-        mac = self._mac_via_socket()
+    def _send_announcements(self, ifname: str, vips: list[IPAddress], burst: int) -> None:
+        mac = self._mac_via_socket(ifname)
         v4 = [v for v in vips if isinstance(v, ipaddress.IPv4Address)]
         v6 = [v for v in vips if isinstance(v, ipaddress.IPv6Address)]
         if v4:
-            sock = self._packet_socket()
+            sock = self._packet_socket(ifname)
             try:
                 for _ in range(burst):
                     for vip in v4:
@@ -206,7 +210,7 @@ class ArpBackend:
         if v6:
             sock = socket_in(self._netns, socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
             try:
-                index = socket.if_nametoindex(self.interface) if self._netns is None else self._index_sync()
+                index = in_netns(self._netns, lambda: socket.if_nametoindex(ifname))
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
                 for _ in range(burst):
@@ -214,11 +218,6 @@ class ArpBackend:
                         sock.sendto(unsolicited_na(mac, vip), ("ff02::1", 0, 0, index))
             finally:
                 sock.close()
-
-    def _index_sync(self) -> int:
-        from kvip.dataplane.netns_socket import in_netns
-
-        return in_netns(self._netns, lambda: socket.if_nametoindex(self.interface))
 
     async def _probe(self, vips: list[IPAddress]) -> None:
         if not vips:
