@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -62,6 +64,32 @@ async def _run_agent(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _run_controller(args: argparse.Namespace) -> int:
+    from kvip.controller import Controller
+    from kvip.kube.client import KubeClientError, make_client
+    from kvip.kube.election import ElectionConfigError, LeaseTiming
+
+    _setup_logging("info")
+    try:
+        timing = LeaseTiming(args.lease_duration, args.renew_deadline, args.retry_period)
+        client = make_client(args.kubeconfig)
+    except (ElectionConfigError, KubeClientError) as exc:
+        print(f"kvip controller: {exc}", file=sys.stderr)
+        return 2
+    controller = Controller(client, identity=args.identity, namespace=args.namespace, configmap=args.configmap,
+                            timing=timing)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runner = asyncio.create_task(controller.run())
+    await asyncio.wait([runner, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+    runner.cancel()
+    with contextlib.suppress(BaseException):
+        await runner
+    return 0
+
+
 def _add_lab_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     lab = sub.add_parser("lab", help="run the embedded lab: API stand-in, node namespaces, BGP router")
     lab_sub = lab.add_subparsers(dest="lab_command")
@@ -85,6 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_agent_arguments(agent)
     from kvip.cli_tools import add_audit_arguments, add_status_arguments
 
+    controller = sub.add_parser("controller", help="leader-elected LoadBalancer IP allocator (kubevip ConfigMap)")
+    controller.add_argument("--kubeconfig", default=None)
+    controller.add_argument("--identity", default=os.environ.get("POD_NAME") or socket.gethostname())
+    controller.add_argument("--namespace", default=os.environ.get("cp_namespace", "kube-system"))
+    controller.add_argument("--configmap", default="kubevip")
+    controller.add_argument("--lease-duration", type=float, default=float(os.environ.get("vip_leaseduration", 15)))
+    controller.add_argument("--renew-deadline", type=float, default=float(os.environ.get("vip_renewdeadline", 10)))
+    controller.add_argument("--retry-period", type=float, default=float(os.environ.get("vip_retryperiod", 2)))
     add_status_arguments(sub.add_parser("status", help="this node's agent: sources, decisions, problems"))
     add_audit_arguments(sub.add_parser("audit", help="cluster-wide: should-advertise vs does-advertise per VIP"))
     _add_lab_parser(sub)
@@ -95,6 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "agent":
         return asyncio.run(_run_agent(args))
+    if args.command == "controller":
+        return asyncio.run(_run_controller(args))
     if args.command in ("status", "audit"):
         from kvip import cli_tools
 

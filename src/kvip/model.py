@@ -56,6 +56,7 @@ class ServiceView:
     load_balancer_ip: str | None = None
     ingress_ips: tuple[str, ...] = ()
     ip_families: tuple[str, ...] = ()
+    ip_family_policy: str = ""
     ports: tuple[PortView, ...] = ()
     annotations: Mapping[str, str] = field(default_factory=lambda: _EMPTY, hash=False)
     resource_version: str = ""

@@ -73,6 +73,7 @@ def service_view(obj: Mapping[str, Any]) -> ServiceView:
         load_balancer_ip=_str(spec.get("loadBalancerIP")),
         ingress_ips=tuple(ip for entry in ingress if (ip := _str(_map(entry).get("ip")))),
         ip_families=tuple(f for f in _list(spec.get("ipFamilies")) if isinstance(f, str)),
+        ip_family_policy=_str(spec.get("ipFamilyPolicy")) or "",
         ports=_ports(spec.get("ports")),
         annotations=_string_map(meta.get("annotations")),
         resource_version=_str(meta.get("resourceVersion")) or "",

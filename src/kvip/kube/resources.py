@@ -16,5 +16,6 @@ EndpointSlice = create_namespaced_resource("discovery.k8s.io", "v1", "EndpointSl
 Node = create_global_resource("", "v1", "Node", "nodes")
 Lease = create_namespaced_resource("coordination.k8s.io", "v1", "Lease", "leases")
 Event = create_namespaced_resource("", "v1", "Event", "events")
+ConfigMap = create_namespaced_resource("", "v1", "ConfigMap", "configmaps")
 
-__all__ = ["EndpointSlice", "Event", "Lease", "Node", "Service"]
+__all__ = ["ConfigMap", "EndpointSlice", "Event", "Lease", "Node", "Service"]

@@ -1,0 +1,112 @@
+"""`kvip controller`: the leader-elected LoadBalancer IP allocator (kube-vip-cloud-provider compatible).
+
+The same level-triggered shape as the agent: reflectors for LoadBalancer Services and the `kubevip`
+ConfigMap, one coalescing trigger, and on every pass a full `ipam.plan()` from the cluster as it is.
+Only the Lease holder writes; what it writes is the `kube-vip.io/loadbalancerIPs` annotation, which the
+agents (and kube-vip) read as the VIP, and which the next plan reads back as "allocated".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from lightkube import AsyncClient
+
+from kvip.decide import DecideConfig, is_handled
+from kvip.ipam import PoolConfig, parse_pools, plan
+from kvip.kube import convert
+from kvip.kube.election import LeaseElector, LeaseKey, LeaseTiming
+from kvip.kube.events import EventRecorder
+from kvip.kube.reflector import Reflector
+from kvip.kube.resources import ConfigMap, Service
+from kvip.model import ServiceKey, ServiceView
+from kvip.reconcile import Trigger
+from kvip.vips import LOADBALANCER_IPS_ANNOTATION
+
+log = logging.getLogger("kvip.controller")
+
+
+class Controller:
+    def __init__(self, client: AsyncClient, *, identity: str, namespace: str = "kube-system",
+                 configmap: str = "kubevip", timing: LeaseTiming = LeaseTiming(), resync_period: float = 30.0,
+                 decide_config: DecideConfig | None = None) -> None:
+        self.client = client
+        self.namespace = namespace
+        self.configmap = configmap
+        self.trigger = Trigger()
+        self._class_rules = decide_config or DecideConfig(node_name=identity)
+        fire = self.trigger.fire
+        self.services: Reflector[ServiceKey, ServiceView] = Reflector(
+            client, Service, name="services", convert=_lb_service, key_of=convert.object_key,
+            on_change=fire, resync_period=resync_period)
+        self.configmaps: Reflector[str, Mapping[str, str]] = Reflector(
+            client, ConfigMap, name="configmaps", convert=self._pool_data, key_of=lambda o: "pools",
+            on_change=fire, resync_period=resync_period, fields={"metadata.name": configmap})
+        self.elector = LeaseElector(client, identity=identity, timing=timing,
+                                    on_change=lambda: fire("lease"))
+        self.lease = LeaseKey(namespace, "kvip-controller")
+        self.elector.want([self.lease])
+        self.events = EventRecorder(client, node_name=identity, component="kvip-controller")
+        self.allocations = 0
+        self._config_problems: tuple[str, ...] = ()
+
+    def _pool_data(self, obj: Mapping[str, Any]) -> tuple[str, Mapping[str, str]] | None:
+        if (obj.get("metadata") or {}).get("namespace") != self.namespace:
+            return None
+        data = obj.get("data") or {}
+        return "pools", {k: v for k, v in data.items() if isinstance(v, str)}
+
+    @property
+    def leading(self) -> bool:
+        return self.lease in self.elector.held()
+
+    async def run(self) -> None:
+        tasks = [asyncio.create_task(self.services.run()), asyncio.create_task(self.configmaps.run()),
+                 asyncio.create_task(self.elector.run()), asyncio.create_task(self.events.run())]
+        try:
+            await asyncio.gather(self.services.synced.wait(), self.configmaps.synced.wait())
+            while True:
+                await self.trigger.wait()
+                if self.leading:
+                    await self.reconcile_once()
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(BaseException):
+                    await task
+            with contextlib.suppress(Exception):
+                await self.elector.release_all()
+
+    async def reconcile_once(self) -> None:
+        config = parse_pools(self.configmaps.store.get("pools", {}))
+        self._report_config(config)
+        services = [s for s in self.services.store.values() if is_handled(self._class_rules, s, [])]
+        assignments, problems = plan(config, services)
+        self.events.report(problems)
+        for key, ips in assignments.items():
+            patch = {"metadata": {"annotations": {LOADBALANCER_IPS_ANNOTATION: ",".join(ips)}}}
+            try:
+                await self.client.patch(Service, key.name, patch, namespace=key.namespace)
+                self.allocations += 1
+                log.info("allocated %s to %s", ",".join(ips), key)
+            except Exception as exc:  # the next pass retries from the cluster's state
+                log.warning("cannot annotate %s: %s", key, exc)
+                self.trigger.fire_later(1.0, "retry")
+
+    def _report_config(self, config: PoolConfig) -> None:
+        if config.problems != self._config_problems:
+            for problem in config.problems:
+                log.warning("ConfigMap %s/%s: %s", self.namespace, self.configmap, problem)
+            self._config_problems = config.problems
+
+
+def _lb_service(obj: Mapping[str, Any]) -> tuple[ServiceKey, ServiceView] | None:
+    if (obj.get("spec") or {}).get("type") != "LoadBalancer":
+        return None
+    view = convert.service_view(obj)
+    return view.key, view
