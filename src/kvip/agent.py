@@ -30,7 +30,7 @@ from kvip.metrics import AgentMetrics
 from kvip.kube.election import LeaseElector, LeaseKey, LeaseTiming, service_lease_key
 from kvip.model import ClusterSnapshot, DesiredState, ElectionMode, Leadership, ProbeVerdicts
 from kvip.probes import ProbeScheduler, ProbeSettings, targets_for_node
-from kvip.reconcile import ReconcileResult, Reconciler, Trigger
+from kvip.reconcile import ReconcileResult, Reconciler, Trigger, cancel_and_wait
 
 log = logging.getLogger("kvip.agent")
 
@@ -240,11 +240,7 @@ class Agent:
                 raise AgentError(f"task {task.get_name()} ended unexpectedly")
             stopper.cancel()
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(BaseException):
-                    await task
+            await cancel_and_wait(tasks)
             self.trigger.cancel_timers()
             await self._shutdown()
 

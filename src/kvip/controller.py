@@ -24,7 +24,7 @@ from kvip.kube.events import EventRecorder
 from kvip.kube.reflector import Reflector
 from kvip.kube.resources import ConfigMap, Service
 from kvip.model import ServiceKey, ServiceView
-from kvip.reconcile import Trigger
+from kvip.reconcile import Trigger, cancel_and_wait
 from kvip.vips import LOADBALANCER_IPS_ANNOTATION
 
 log = logging.getLogger("kvip.controller")
@@ -74,11 +74,7 @@ class Controller:
                 if self.leading:
                     await self.reconcile_once()
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(BaseException):
-                    await task
+            await cancel_and_wait(tasks)
             with contextlib.suppress(Exception):
                 await self.elector.release_all()
 
