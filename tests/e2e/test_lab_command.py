@@ -19,3 +19,19 @@ def test_lab_plays_the_whole_story_and_every_step_converges(tmp_path: Path) -> N
     assert run.returncode == 0, run.stdout + run.stderr
     assert "5/5 steps converged" in run.stdout
     assert run.stdout.count("converged: kernel routes in") == 5
+
+
+def test_lab_failover_story_in_arp_mode_with_global_election_converges(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "kvip.cli", "lab", "--mode", "arp", "--election", "global", "--no-tty",
+         "--workdir", str(tmp_path)],
+        capture_output=True, text=True, timeout=240,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "4/4 steps converged" in run.stdout
+
+
+def test_lab_refuses_modes_that_do_not_exist_yet(tmp_path: Path) -> None:
+    run = subprocess.run([sys.executable, "-m", "kvip.cli", "lab", "--mode", "bgp", "--no-tty"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "BGP mode is not built yet" in run.stderr

@@ -56,9 +56,9 @@ def run_lab(args: argparse.Namespace) -> int:
         print("kvip lab needs root: it creates network namespaces and routes inside them. Run it with sudo.",
               file=sys.stderr)
         return 2
-    if args.mode != "table" or args.election != "none":
-        print(f"kvip lab: --mode {args.mode} --election {args.election} is not available yet "
-              "(available: --mode table --election none)", file=sys.stderr)
+    if args.mode == "bgp" or (args.mode == "arp" and args.election == "none"):
+        why = "BGP mode is not built yet" if args.mode == "bgp" else "ARP mode needs --election global or service"
+        print(f"kvip lab: --mode {args.mode} --election {args.election}: {why}", file=sys.stderr)
         return 2
     try:
         steps = steps_until(args.scenario)
@@ -72,10 +72,39 @@ def run_lab(args: argparse.Namespace) -> int:
         print(f"removed {len(removed)} namespace(s) left by an earlier lab: {', '.join(removed)}")
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="kvip-lab-"))
     try:
+        if args.election != "none":
+            return asyncio.run(_failover_lab(args, workdir))
         return asyncio.run(_lab(args, steps, workdir))
     except KeyboardInterrupt:
         print("\ninterrupted: lab torn down")
         return 130
+
+
+async def _failover_lab(args: argparse.Namespace, workdir: Path) -> int:
+    """Leader-elected modes: the failover story (see kvip.lab.failover_story)."""
+    from kvip.lab.cluster import LabCluster
+    from kvip.lab.failover_story import mode_for, play
+
+    mode = mode_for(args.mode, args.election)
+    out = _Output(live=False)
+    lab = LabCluster(NODES, workdir=workdir, resync_period=args.resync_period, agent_env=mode.agent_env())
+    out.say(f"starting lab in {workdir}: API stand-in, {len(NODES)} node namespaces, {args.mode} mode, "
+            f"{args.election} election")
+    await lab.start()
+    try:
+        for name in NODES:
+            lab.start_agent(name)
+        await lab.wait_agents_ready(timeout=30)
+        outcomes = await play(lab, mode, out.say, args.step_timeout)
+        ok = sum(o.error is None for o in outcomes)
+        out.say(f"\n{ok}/{len(outcomes)} steps converged")
+        if args.keep:
+            out.say(f"\nlab kept up (kubeconfig {workdir / 'admin.kubeconfig'}); Ctrl-C tears it down.")
+            await asyncio.Event().wait()
+        return 0 if ok == len(outcomes) else 1
+    finally:
+        out.close()
+        await lab.stop()
 
 
 async def _lab(args: argparse.Namespace, steps: tuple[Step, ...], workdir: Path) -> int:
