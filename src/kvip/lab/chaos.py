@@ -1,0 +1,270 @@
+"""Randomized soak: seeded faults against real agents, judged by an independent checker.
+
+Each episode injects one fault (endpoint moves, service churn, a 403 window, watch cuts, dropped events,
+history compaction, agent kill -9, route tampering, BIRD or API restart), then lets the system go quiet
+and times how long until every node's table 198 and the router's RIB equal what the cluster says. The
+checker computes that expectation itself from the stand-in's objects — it never imports `decide()` —
+so a bug shared by the agent and its own logic cannot hide. A foreign route planted in every node's
+table must survive the whole run untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import signal
+import statistics
+import subprocess
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kvip.lab.cluster import LabCluster
+from kvip.lab.fabric import BgpFabric
+from kvip.lab.objects import endpoint_slice, load_balancer_service
+
+FOREIGN = "10.99.99.99/32"
+
+
+@dataclass
+class ChaosReport:
+    seed: int
+    faults: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    convergence: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    violations: list[str] = field(default_factory=list)
+    foreign_touched: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        kinds = {}
+        for kind, times in sorted(self.convergence.items()):
+            ordered = sorted(times)
+            kinds[kind] = {"faults": self.faults[kind], "max_s": round(ordered[-1], 3),
+                           "p99_s": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 3),
+                           "median_s": round(statistics.median(ordered), 3)}
+        return {"seed": self.seed, "faults_total": sum(self.faults.values()), "by_kind": kinds,
+                "violations": self.violations, "foreign_routes_touched": self.foreign_touched}
+
+
+def expected_routes(lab: LabCluster, nodes: tuple[str, ...]) -> dict[str, set[str]]:
+    """The checker's own reading of the cluster: anycast, eTP Local → nodes with a ready endpoint,
+    eTP Cluster → every node while any endpoint is ready (no election, no cordons in the soak)."""
+    slices: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for obj in lab.api.list("endpointslices"):
+        slices[(obj["metadata"].get("labels") or {}).get("kubernetes.io/service-name", "")].extend(
+            obj.get("endpoints") or [])
+    want: dict[str, set[str]] = {n: set() for n in nodes}
+    for svc in lab.api.list("services"):
+        if svc["spec"].get("type") != "LoadBalancer":
+            continue
+        vips = [i["ip"] for i in svc.get("status", {}).get("loadBalancer", {}).get("ingress", [])]
+        ready = [e for e in slices[svc["metadata"]["name"]] if (e.get("conditions") or {}).get("ready", True)]
+        if svc["spec"].get("externalTrafficPolicy") == "Local":
+            where = {e.get("nodeName") for e in ready}
+        else:
+            where = set(nodes) if ready else set()
+        for node in where & set(nodes):
+            want[node].update(f"{v}/32" for v in vips)
+    return want
+
+
+class Chaos:
+    def __init__(self, lab: LabCluster, fabric: BgpFabric | None, *, seed: int, services: int = 6,
+                 bound: float = 10.0) -> None:
+        self.lab = lab
+        self.fabric = fabric
+        self.rng = random.Random(seed)
+        self.report = ChaosReport(seed)
+        self.nodes = lab.node_names
+        self.bound = bound
+        self.services = [f"svc{i}" for i in range(services)]
+        self.live: set[str] = set()
+
+    # -- setup ----------------------------------------------------------------------------------
+
+    def plant_foreign_routes(self) -> None:
+        for node in self.nodes:
+            subprocess.run(["ip", "-n", self.lab.node(node).netns, "route", "add", FOREIGN, "dev", "lo", "table",
+                            "198", "proto", "static"], check=True)
+
+    def create_service(self, name: str) -> None:
+        index = int(name[3:])
+        policy = "Local" if index % 2 == 0 else "Cluster"
+        self.lab.api.create(load_balancer_service(name, vips=[f"10.96.7.{index + 1}"], external_traffic_policy=policy))
+        self.lab.api.create(endpoint_slice(name, self._random_endpoints()))
+        self.live.add(name)
+
+    def _random_endpoints(self) -> list[Any]:
+        from kvip.lab.objects import Endpoint
+
+        picked = self.rng.sample(self.nodes, self.rng.randint(0, len(self.nodes)))
+        return [Endpoint(f"10.244.{i}.{self.rng.randint(1, 250)}", n, ready=self.rng.random() > 0.2)
+                for i, n in enumerate(picked)]
+
+    # -- faults -----------------------------------------------------------------------------------
+
+    def _move(self) -> None:
+        name = self.rng.choice(sorted(self.live)) if self.live else None
+        if name is None:
+            return self._churn()
+        current = self.lab.api.get("endpointslices", f"{name}-kvip", "default")
+        fresh = endpoint_slice(name, self._random_endpoints())
+        self.lab.api.replace({**current, "endpoints": fresh["endpoints"]})
+
+    def _churn(self) -> None:
+        name = self.rng.choice(self.services)
+        if name in self.live:
+            self.lab.api.delete("services", name, namespace="default")
+            self.lab.api.delete("endpointslices", f"{name}-kvip", namespace="default")
+            self.live.discard(name)
+        else:
+            self.create_service(name)
+
+    async def _forbidden_window(self) -> None:
+        node = self.rng.choice(self.nodes)
+        self.lab.api.deny("endpointslices", user=node)
+        for _ in range(self.rng.randint(1, 3)):
+            self._move()
+        await asyncio.sleep(self.rng.uniform(0.2, 1.5))
+        self.lab.api.allow("endpointslices", user=node)
+
+    def _watch_cut(self) -> None:
+        self._move()
+        self.lab.api.cut_watches()
+
+    def _dropped_events(self) -> None:
+        self.lab.api.drop_events("endpointslices", count=self.rng.randint(1, 3))
+        self._move()
+        self._move()
+        self.lab.api.clear_faults()
+
+    def _compaction(self) -> None:
+        self.lab.api.drop_events("endpointslices")
+        self._move()
+        self.lab.api.compact()
+        self.lab.api.clear_faults()
+        self.lab.api.cut_watches()
+
+    async def _kill_agent(self) -> None:
+        node = self.rng.choice(self.nodes)
+        await self.lab.stop_agent(node, sig=signal.SIGKILL)
+        self._move()
+        await asyncio.sleep(self.rng.uniform(0.1, 1.0))
+        self.lab.start_agent(node)
+
+    def _tamper(self) -> None:
+        node = self.lab.node(self.rng.choice(self.nodes)).netns
+        if self.rng.random() < 0.5:
+            subprocess.run(["ip", "-n", node, "route", "flush", "table", "198", "proto", "248"], capture_output=True)
+        else:
+            subprocess.run(["ip", "-n", node, "route", "add", f"10.96.8.{self.rng.randint(1, 250)}/32", "dev", "lo",
+                            "table", "198", "proto", "248"], capture_output=True)
+
+    async def _bird_restart(self) -> None:
+        if self.fabric is None or self.fabric.router is None:
+            return self._move()
+        await asyncio.to_thread(self.fabric.router.stop)
+        await asyncio.to_thread(self.fabric.router.start)
+
+    async def _api_restart(self) -> None:
+        await self.lab.api.stop()
+        await asyncio.sleep(self.rng.uniform(0.1, 1.0))
+        self._move()  # written while the server is down: agents must still see it after restart
+        await self.lab.api.restart()
+
+    def _kinds(self) -> list[tuple[str, Callable[[], Any]]]:
+        return [("endpoint-move", self._move), ("service-churn", self._churn), ("403-window", self._forbidden_window),
+                ("watch-cut", self._watch_cut), ("dropped-events", self._dropped_events),
+                ("compaction", self._compaction), ("agent-kill", self._kill_agent), ("route-tamper", self._tamper),
+                ("bird-restart", self._bird_restart), ("api-restart", self._api_restart)]
+
+    # -- the run ----------------------------------------------------------------------------------
+
+    async def run(self, faults: int, on_progress: Callable[[int, str, float | None], None] | None = None) -> ChaosReport:
+        kinds = self._kinds()
+        for number in range(faults):
+            kind, act = self.rng.choice(kinds)
+            self.report.faults[kind] += 1
+            result = act()
+            if asyncio.iscoroutine(result):
+                await result
+            took = await self.converge(kind)
+            if on_progress:
+                on_progress(number + 1, kind, took)
+        return self.report
+
+    async def converge(self, kind: str) -> float | None:
+        start = time.monotonic()
+        while True:
+            want = expected_routes(self.lab, self.nodes)
+            have = {n: self.lab.routes(n) for n in self.nodes}
+            router_ok = self._router_matches(want)
+            if have == want and router_ok:
+                took = time.monotonic() - start
+                self.report.convergence[kind].append(took)
+                self._check_foreign()
+                return took
+            if time.monotonic() - start > self.bound:
+                self.report.violations.append(f"{kind}: not converged in {self.bound}s: want {want}, have {have}, "
+                                              f"router ok={router_ok}")
+                return None
+            await asyncio.sleep(0.02)
+
+    def _router_matches(self, want: dict[str, set[str]]) -> bool:
+        if self.fabric is None or self.fabric.router is None:
+            return True
+        try:
+            rib = self.fabric.ecmp()
+        except Exception:
+            return False
+        expected: dict[str, set[str]] = defaultdict(set)
+        for node, routes in want.items():
+            for route in routes:
+                expected[route].add(node)
+        seen = {p: set(hops) for p, hops in rib.items() if p.startswith("10.96.")}
+        return seen == dict(expected)
+
+    def _check_foreign(self) -> None:
+        for node in self.nodes:
+            table = subprocess.run(["ip", "-n", self.lab.node(node).netns, "route", "show", "table", "198"],
+                                   capture_output=True, text=True).stdout
+            if "10.99.99.99 dev lo proto static" not in table:
+                self.report.foreign_touched += 1
+                subprocess.run(["ip", "-n", self.lab.node(node).netns, "route", "replace", FOREIGN, "dev", "lo",
+                                "table", "198", "proto", "static"], capture_output=True)
+
+
+async def soak(workdir: Path, *, seed: int, faults: int, nodes: int = 3, bound: float = 10.0,
+               progress: Callable[[int, str, float | None], None] | None = None) -> ChaosReport:
+    names = tuple(f"node-{chr(ord('a') + i)}" for i in range(nodes))
+    async with LabCluster(names, workdir=workdir, resync_period=3.0) as lab:
+        assert lab.topology is not None
+        fabric = BgpFabric(lab.topology, workdir)
+        await asyncio.to_thread(fabric.start)
+        try:
+            chaos = Chaos(lab, fabric, seed=seed, bound=bound)
+            chaos.plant_foreign_routes()
+            for name in chaos.services:
+                chaos.create_service(name)
+            for name in names:
+                lab.start_agent(name)
+            await lab.wait_agents_ready(timeout=30)
+            deadline = time.monotonic() + 30
+            while fabric.established() != set(names):
+                if time.monotonic() > deadline:
+                    raise TimeoutError("BGP sessions did not come up")
+                await asyncio.sleep(0.2)
+            await chaos.converge("startup")
+            return await chaos.run(faults, progress)
+        finally:
+            await asyncio.to_thread(fabric.stop)
+
+
+def write_report(report: ChaosReport, path: Path) -> dict[str, Any]:
+    summary = report.summary()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=2))
+    return summary
