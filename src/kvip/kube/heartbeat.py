@@ -26,6 +26,7 @@ DESIRED_ANNOTATION = "kvip.io/desired"
 MODE_ANNOTATION = "kvip.io/mode"
 NODE_LEASE_PREFIX = "kvip-node-"
 LABEL = "kvip.io/heartbeat"
+MIN_INTERVAL = 1.0
 
 
 def node_lease_name(node: str) -> str:
@@ -59,9 +60,14 @@ class HeartbeatPublisher:
             self._wake.clear()
             if self._pending is None:
                 continue
-            due = time.monotonic() - self._last_write >= self._period
-            if self._pending == self._published and not due:
+            since = time.monotonic() - self._last_write
+            if self._pending == self._published and since < self._period:
                 continue
+            if since < MIN_INTERVAL:
+                # A burst of changes becomes one write: the audit reads a settled view, and a busy node
+                # does not turn every reconcile into an API write of its whole VIP list.
+                await asyncio.sleep(MIN_INTERVAL - since)
+                self._wake.clear()
             try:
                 await self._write(self._pending)
                 self._published = self._pending
