@@ -19,3 +19,10 @@ async def test_hundred_random_faults_converge_every_time_and_foreign_routes_surv
     assert summary["violations"] == []
     assert summary["foreign_routes_touched"] == 0
     assert len([k for k in summary["by_kind"] if k != "startup"]) >= 8  # most kinds were exercised
+
+
+async def test_per_service_election_soak_keeps_each_vip_on_exactly_its_eligible_lease_holder(tmp_path: Path) -> None:
+    report = await soak(tmp_path, seed=1775, faults=60, bound=10.0, election="service")
+    summary = report.summary()
+    assert summary["violations"] == []
+    assert summary["foreign_routes_touched"] == 0

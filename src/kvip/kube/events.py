@@ -22,6 +22,23 @@ from kvip.model import BadInput, ServiceDecision, ServiceKey
 log = logging.getLogger("kvip.events")
 
 
+SUMMARIZE_OVER = 3
+
+
+def _summarized(problems: Iterable[BadInput]) -> list[BadInput]:
+    grouped: dict[tuple[ServiceKey, str], list[BadInput]] = {}
+    for problem in problems:
+        grouped.setdefault((problem.service, problem.reason), []).append(problem)
+    out: list[BadInput] = []
+    for (service, reason), group in grouped.items():
+        if len(group) <= SUMMARIZE_OVER:
+            out.extend(group)
+        else:
+            first = sorted(p.message for p in group)[:2]
+            out.append(BadInput(service, reason, f"{len(group)} problems, e.g. {'; '.join(first)}"))
+    return out
+
+
 class EventRecorder:
     def __init__(self, client: AsyncClient, *, node_name: str, component: str = "kvip") -> None:
         self._client = client
@@ -33,8 +50,12 @@ class EventRecorder:
         self._advertised: dict[ServiceKey, bool] | None = None
 
     def report(self, problems: Iterable[BadInput]) -> None:
-        """Called after every reconcile with the current problems; posts only new ones."""
-        current = set(problems)
+        """Called after every reconcile with the current problems; posts only new ones.
+
+        Many problems of one kind on one service (a 300-entry annotation of garbage) become one
+        summarized Event and log line, not 300.
+        """
+        current = set(_summarized(problems))
         for problem in current - self._active:
             log.warning("service %s: %s: %s", problem.service, problem.reason, problem.message)
             if not self._queue.full():

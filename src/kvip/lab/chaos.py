@@ -49,6 +49,46 @@ class ChaosReport:
                 "violations": self.violations, "foreign_routes_touched": self.foreign_touched}
 
 
+def eligible_nodes(lab: LabCluster, nodes: tuple[str, ...]) -> dict[str, tuple[str, set[str]]]:
+    """service → (VIP route, nodes allowed to advertise it): eTP Local → nodes with a ready endpoint,
+    eTP Cluster → every node while any endpoint is ready (no cordons in the soak)."""
+    slices: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for obj in lab.api.list("endpointslices"):
+        slices[(obj["metadata"].get("labels") or {}).get("kubernetes.io/service-name", "")].extend(
+            obj.get("endpoints") or [])
+    out = {}
+    for svc in lab.api.list("services"):
+        if svc["spec"].get("type") != "LoadBalancer":
+            continue
+        vip = svc.get("status", {}).get("loadBalancer", {}).get("ingress", [{}])[0].get("ip")
+        ready = [e for e in slices[svc["metadata"]["name"]] if (e.get("conditions") or {}).get("ready", True)]
+        if svc["spec"].get("externalTrafficPolicy") == "Local":
+            where = {e.get("nodeName") for e in ready} & set(nodes)
+        else:
+            where = set(nodes) if ready else set()
+        out[svc["metadata"]["name"]] = (f"{vip}/32", where)
+    return out
+
+
+def per_service_violations(lab: LabCluster, nodes: tuple[str, ...], have: dict[str, set[str]]) -> list[str]:
+    """Per-service election at a quiet point: each VIP on exactly the Lease holder if it is eligible, on no
+    node if nobody is eligible."""
+    problems = []
+    for name, (route, eligible) in eligible_nodes(lab, nodes).items():
+        on = {n for n in nodes if route in have[n]}
+        if not eligible:
+            if on:
+                problems.append(f"{name}: nobody eligible but advertised on {sorted(on)}")
+            continue
+        try:
+            holder = lab.api.get("leases", f"kubevip-{name}", "default")["spec"].get("holderIdentity")
+        except Exception:
+            holder = None
+        if len(on) != 1 or holder not in eligible or on != {holder}:
+            problems.append(f"{name}: on {sorted(on)}, holder {holder}, eligible {sorted(eligible)}")
+    return problems
+
+
 def expected_routes(lab: LabCluster, nodes: tuple[str, ...]) -> dict[str, set[str]]:
     """The checker's own reading of the cluster: anycast, eTP Local → nodes with a ready endpoint,
     eTP Cluster → every node while any endpoint is ready (no election, no cordons in the soak)."""
@@ -73,7 +113,8 @@ def expected_routes(lab: LabCluster, nodes: tuple[str, ...]) -> dict[str, set[st
 
 class Chaos:
     def __init__(self, lab: LabCluster, fabric: BgpFabric | None, *, seed: int, services: int = 6,
-                 bound: float = 10.0) -> None:
+                 bound: float = 10.0, election: str = "none") -> None:
+        self.election = election
         self.lab = lab
         self.fabric = fabric
         self.rng = random.Random(seed)
@@ -199,9 +240,14 @@ class Chaos:
     async def converge(self, kind: str) -> float | None:
         start = time.monotonic()
         while True:
-            want = expected_routes(self.lab, self.nodes)
             have = {n: self.lab.routes(n) for n in self.nodes}
-            router_ok = self._router_matches(want)
+            wrong: list[str] = []
+            if self.election == "service":
+                wrong = per_service_violations(self.lab, self.nodes, have)
+                want = have if not wrong else {}
+            else:
+                want = expected_routes(self.lab, self.nodes)
+            router_ok = self._router_matches(want) if want else False
             if have == want and router_ok:
                 took = time.monotonic() - start
                 self.report.convergence[kind].append(took)
@@ -209,7 +255,7 @@ class Chaos:
                 return took
             if time.monotonic() - start > self.bound:
                 self.report.violations.append(f"{kind}: not converged in {self.bound}s: want {want}, have {have}, "
-                                              f"router ok={router_ok}")
+                                              f"router ok={router_ok} {'; '.join(wrong)}")
                 return None
             await asyncio.sleep(0.02)
 
@@ -238,14 +284,17 @@ class Chaos:
 
 
 async def soak(workdir: Path, *, seed: int, faults: int, nodes: int = 3, bound: float = 10.0,
+               election: str = "none",
                progress: Callable[[int, str, float | None], None] | None = None) -> ChaosReport:
     names = tuple(f"node-{chr(ord('a') + i)}" for i in range(nodes))
-    async with LabCluster(names, workdir=workdir, resync_period=3.0) as lab:
+    env = {"svc_election": "true", "vip_leaseduration": "3", "vip_renewdeadline": "2",
+           "vip_retryperiod": "0.5"} if election == "service" else {}
+    async with LabCluster(names, workdir=workdir, resync_period=3.0, agent_env=env) as lab:
         assert lab.topology is not None
         fabric = BgpFabric(lab.topology, workdir)
         await asyncio.to_thread(fabric.start)
         try:
-            chaos = Chaos(lab, fabric, seed=seed, bound=bound)
+            chaos = Chaos(lab, fabric, seed=seed, bound=bound, election=election)
             chaos.plant_foreign_routes()
             for name in chaos.services:
                 chaos.create_service(name)
