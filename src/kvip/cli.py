@@ -121,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     controller.add_argument("--lease-duration", type=float, default=float(os.environ.get("vip_leaseduration", 15)))
     controller.add_argument("--renew-deadline", type=float, default=float(os.environ.get("vip_renewdeadline", 10)))
     controller.add_argument("--retry-period", type=float, default=float(os.environ.get("vip_retryperiod", 2)))
+    from kvip.deploy.manifests import add_manifest_arguments
+
+    add_manifest_arguments(sub.add_parser("manifest", help="print DaemonSet/Pod/controller manifests with least-privilege RBAC"))
     add_status_arguments(sub.add_parser("status", help="this node's agent: sources, decisions, problems"))
     add_audit_arguments(sub.add_parser("audit", help="cluster-wide: should-advertise vs does-advertise per VIP"))
     _add_lab_parser(sub)
@@ -131,6 +134,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "agent":
         return asyncio.run(_run_agent(args))
+    if args.command == "manifest":
+        from kvip.deploy.manifests import run_manifest
+
+        return run_manifest(args)
     if args.command == "controller":
         return asyncio.run(_run_controller(args))
     if args.command in ("status", "audit"):

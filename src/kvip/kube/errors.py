@@ -40,4 +40,11 @@ def classify(exc: BaseException) -> ApiFailure:
 def describe(exc: BaseException) -> str:
     if isinstance(exc, ApiError):
         return f"{exc.status.code} {exc.status.reason}: {exc.status.message}"
+    if isinstance(exc, httpx.HTTPStatusError):
+        # A refused watch arrives as a bare HTTP error (its body is a stream nobody read): name the
+        # permission from the request itself, so the log says what is missing.
+        request = exc.request
+        verb = "watch" if request.url.params.get("watch") in ("true", "1") else request.method.lower()
+        resource = request.url.path.rstrip("/").split("/")[-1]
+        return f"{exc.response.status_code} {exc.response.reason_phrase}: cannot {verb} resource \"{resource}\""
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -157,6 +157,14 @@ class StandIn:
         for verb in verbs:
             self.policy.denied.discard((user, resource, verb))
 
+    def set_allowed(self, user: str, pairs: Iterable[tuple[str, str]] | None) -> None:
+        """Give `user` exactly these (resource, verb) permissions (None: unlimited again), as a Role would."""
+        if pairs is None:
+            self.policy.allowed.pop(user, None)
+        else:
+            self.policy.allowed[user] = set(pairs)
+        self.store.close_watchers(lambda w: w.user == user)
+
     def drop_events(self, resource: str, count: int | None = None,
                     types: Iterable[str] = ("ADDED", "MODIFIED", "DELETED")) -> None:
         if resource not in BY_PLURAL:

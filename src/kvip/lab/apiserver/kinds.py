@@ -38,6 +38,12 @@ KINDS: tuple[Kind, ...] = (
     Kind("namespaces", "Namespace", "", "v1", False, ("ns",), ("status",)),
     Kind("endpointslices", "EndpointSlice", "discovery.k8s.io", "v1", True),
     Kind("leases", "Lease", "coordination.k8s.io", "v1", True),
+    # Stored, not interpreted: enough for `kubectl apply -f` of kvip's own manifests.
+    Kind("serviceaccounts", "ServiceAccount", "", "v1", True, ("sa",)),
+    Kind("clusterroles", "ClusterRole", "rbac.authorization.k8s.io", "v1", False),
+    Kind("clusterrolebindings", "ClusterRoleBinding", "rbac.authorization.k8s.io", "v1", False),
+    Kind("daemonsets", "DaemonSet", "apps", "v1", True, ("ds",), ("status",)),
+    Kind("deployments", "Deployment", "apps", "v1", True, ("deploy",), ("status",)),
 )
 
 BY_PLURAL = {k.plural: k for k in KINDS}

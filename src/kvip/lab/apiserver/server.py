@@ -52,10 +52,14 @@ class Policy:
     tokens: dict[str, str] | None = None
     anonymous: str | None = None  # user for requests without a token (kubectl sends none over plain HTTP)
     denied: set[tuple[str | None, str, str]] = field(default_factory=set)
+    # user → the only (resource, verb) pairs allowed, like a Role bound to that user; absent = no limit
+    allowed: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
     latency: float = 0.0
     bookmark_interval: float = 5.0
 
     def is_denied(self, user: str, resource: str, verb: str) -> bool:
+        if user in self.allowed and (resource, verb) not in self.allowed[user]:
+            return True
         return (None, resource, verb) in self.denied or (user, resource, verb) in self.denied
 
 

@@ -1,0 +1,1 @@
+"""Deployment artefacts: least-privilege RBAC per mode and the manifests `kvip manifest` prints."""

@@ -1,0 +1,151 @@
+"""`kvip manifest daemonset|pod|controller`: ready-to-apply objects, built from `kvip.deploy.rbac`.
+
+Pure functions returning plain dicts (then YAML), so tests validate them against the Kubernetes
+schemas and apply them to the API stand-in with kubectl.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from kvip.deploy.rbac import Rule, agent_rules, controller_rules
+
+DEFAULT_IMAGE = "ghcr.io/kvip/kvip:0.1.0"
+METRICS_PORT = 2112
+
+
+@dataclass(frozen=True)
+class ManifestOptions:
+    kind: str = "daemonset"  # daemonset | pod | controller
+    namespace: str = "kube-system"
+    image: str = DEFAULT_IMAGE
+    mode: str = "table"  # table | arp
+    interface: str = ""
+    election: str = "none"  # none | global | service
+    routing_table_id: int = 198
+
+
+def _meta(name: str, namespace: str | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "labels": {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "kvip"}}
+    if namespace:
+        meta["namespace"] = namespace
+    return meta
+
+
+def rbac_objects(name: str, namespace: str, rules: tuple[Rule, ...]) -> list[dict[str, Any]]:
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(name, namespace)},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": _meta(name),
+         "rules": [r.to_k8s() for r in rules]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": _meta(name),
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+         "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]},
+    ]
+
+
+def agent_env(options: ManifestOptions) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
+        {"name": "vip_nodename", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+        {"name": "cp_namespace", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "svc_enable", "value": "true"},
+        {"name": "prometheus_server", "value": f":{METRICS_PORT}"},
+    ]
+    if options.mode == "arp":
+        env.append({"name": "vip_arp", "value": "true"})
+    else:
+        env += [{"name": "vip_routingtable", "value": "true"},
+                {"name": "routing_table_id", "value": str(options.routing_table_id)}]
+    if options.interface:
+        env.append({"name": "vip_interface", "value": options.interface})
+    if options.election == "global":
+        env.append({"name": "vip_leaderelection", "value": "true"})
+    elif options.election == "service":
+        env.append({"name": "svc_election", "value": "true"})
+    return env
+
+
+def _container(options: ManifestOptions, args: list[str], env: list[dict[str, Any]], *, net_admin: bool
+               ) -> dict[str, Any]:
+    probe = {"httpGet": {"path": "/healthz", "port": "metrics"}, "periodSeconds": 10, "failureThreshold": 3}
+    caps = ["NET_ADMIN", "NET_RAW"] if net_admin else []
+    return {
+        "name": "kvip", "image": options.image, "imagePullPolicy": "IfNotPresent", "args": args, "env": env,
+        "ports": [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
+        "livenessProbe": probe,
+        "readinessProbe": {**probe, "httpGet": {"path": "/readyz", "port": "metrics"}},
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "512Mi"}},
+        "securityContext": {"capabilities": {"drop": ["ALL"], "add": caps}, "readOnlyRootFilesystem": True,
+                            "allowPrivilegeEscalation": False},
+    }
+
+
+def _pod_spec(options: ManifestOptions, container: dict[str, Any], *, host_network: bool) -> dict[str, Any]:
+    spec: dict[str, Any] = {"serviceAccountName": "kvip" if options.kind != "controller" else "kvip-controller",
+                            "containers": [container]}
+    if host_network:
+        spec.update({"hostNetwork": True, "dnsPolicy": "ClusterFirstWithHostNet",
+                     "priorityClassName": "system-node-critical",
+                     "tolerations": [{"effect": "NoSchedule", "operator": "Exists"},
+                                     {"effect": "NoExecute", "operator": "Exists"}]})
+    return spec
+
+
+def manifests(options: ManifestOptions) -> list[dict[str, Any]]:
+    ns = options.namespace
+    if options.kind == "controller":
+        container = _container(options, ["controller"], [
+            {"name": "cp_namespace", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}], net_admin=False)
+        container.pop("livenessProbe")
+        container.pop("readinessProbe")
+        container["securityContext"]["runAsNonRoot"] = True
+        container["securityContext"]["runAsUser"] = 65532
+        deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta("kvip-controller", ns),
+                      "spec": {"replicas": 2, "selector": {"matchLabels": {"app.kubernetes.io/name": "kvip-controller"}},
+                               "template": {"metadata": {"labels": {"app.kubernetes.io/name": "kvip-controller"}},
+                                            "spec": _pod_spec(options, container, host_network=False)}}}
+        return rbac_objects("kvip-controller", ns, controller_rules()) + [deployment]
+    container = _container(options, ["agent"], agent_env(options), net_admin=True)
+    # Added capabilities only reach root processes in Kubernetes; everything else stays dropped.
+    container["securityContext"].update({"runAsUser": 0, "runAsNonRoot": False})
+    rules = agent_rules(election=options.election != "none")
+    pod_spec = _pod_spec(options, container, host_network=True)
+    if options.kind == "pod":
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": _meta("kvip", ns), "spec": pod_spec}
+        return rbac_objects("kvip", ns, rules) + [pod]
+    daemonset = {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": _meta("kvip", ns),
+                 "spec": {"selector": {"matchLabels": {"app.kubernetes.io/name": "kvip"}},
+                          "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
+                          "template": {"metadata": {"labels": {"app.kubernetes.io/name": "kvip"}}, "spec": pod_spec}}}
+    return rbac_objects("kvip", ns, rules) + [daemonset]
+
+
+def to_yaml(objects: list[dict[str, Any]]) -> str:
+    return yaml.safe_dump_all(objects, sort_keys=False)
+
+
+def add_manifest_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("kind", choices=["daemonset", "pod", "controller"])
+    parser.add_argument("--namespace", default="kube-system")
+    parser.add_argument("--image", default=DEFAULT_IMAGE)
+    parser.add_argument("--arp", action="store_true", help="layer-2 mode (needs an election)")
+    parser.add_argument("--interface", default="")
+    parser.add_argument("--leader-election", action="store_true", help="one global Lease (kube-vip's vip_leaderelection)")
+    parser.add_argument("--svc-election", action="store_true", help="one Lease per service (kube-vip's svc_election)")
+    parser.add_argument("--routing-table-id", type=int, default=198)
+
+
+def run_manifest(args: argparse.Namespace) -> int:
+    election = "service" if args.svc_election else "global" if args.leader_election else "none"
+    if args.arp and election == "none":
+        print("kvip manifest: --arp needs --leader-election or --svc-election", flush=True)
+        return 2
+    options = ManifestOptions(kind=args.kind, namespace=args.namespace, image=args.image,
+                              mode="arp" if args.arp else "table", interface=args.interface, election=election,
+                              routing_table_id=args.routing_table_id)
+    print(to_yaml(manifests(options)), end="")
+    return 0
