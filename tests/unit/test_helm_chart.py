@@ -1,0 +1,38 @@
+"""deploy/helm/kvip renders (with tests/unit/helm_render.py's documented subset) to exactly what
+`kvip manifest` prints for the same choices, and every rendered object is valid Kubernetes."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from helm_render import render  # noqa: E402
+
+from kvip.deploy.manifests import ManifestOptions, manifests  # noqa: E402
+
+CHART = Path(__file__).resolve().parents[2] / "deploy" / "helm" / "kvip"
+CASES = [("table", "none", ""), ("table", "service", ""), ("arp", "global", "eth0"), ("table", "global", "lo")]
+
+
+@pytest.mark.parametrize("mode,election,interface", CASES)
+def test_chart_renders_the_same_objects_as_kvip_manifest(mode: str, election: str, interface: str) -> None:
+    values = {"mode": mode, "election": election, "interface": interface, "image": "registry.example/kvip:1",
+              "controller": {"enabled": True}}
+    rendered = render(CHART, values, namespace="lb-system")
+    options = dict(namespace="lb-system", image="registry.example/kvip:1", mode=mode, election=election,
+                   interface=interface)
+    expected = manifests(ManifestOptions(kind="daemonset", **options)) + manifests(
+        ManifestOptions(kind="controller", **options))
+    assert rendered == expected
+    for obj in rendered:
+        kubernetes_validate.validate(obj, "1.30.0", strict=True)
+
+
+def test_controller_is_optional() -> None:
+    kinds = [o["kind"] for o in render(CHART, {}, namespace="kube-system")]
+    assert "Deployment" not in kinds and "DaemonSet" in kinds
