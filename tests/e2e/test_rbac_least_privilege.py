@@ -60,3 +60,27 @@ async def test_removing_any_one_rule_is_reported_naming_the_permission(lab: LabC
             break
         assert time.monotonic() < deadline, f"no report of missing {verb} {resource}:\n{log[-2000:]}"
         await asyncio.sleep(0.1)
+
+
+@pytest.mark.parametrize("env", [{"svc_election": "true"}, {"vip_leaderelection": "true"},
+                                 {"vip_routingtable": "false", "vip_arp": "true", "vip_interface": "eth0",
+                                  "vip_leaderelection": "true"}],
+                         ids=["service-election", "global-election", "arp-global"])
+async def test_election_and_arp_modes_run_on_their_generated_rules(lab: LabCluster, env: dict[str, str]) -> None:
+    lab.api.set_allowed("node-a", allow_list(agent_rules(election=True)))
+    lab.start_agent("node-a", env={"vip_leaseduration": "3", "vip_renewdeadline": "2", "vip_retryperiod": "0.5",
+                                   **env})
+    deadline = time.monotonic() + 15
+    while True:
+        if env.get("vip_arp"):
+            import subprocess
+
+            done = "10.96.0.10/32" in subprocess.run(["ip", "-n", lab.node("node-a").netns, "addr", "show", "dev",
+                                                      "eth0"], capture_output=True, text=True).stdout
+        else:
+            done = lab.routes("node-a") == {"10.96.0.10/32"}
+        if done:
+            break
+        assert time.monotonic() < deadline, lab.agent_log("node-a")[-2000:]
+        await asyncio.sleep(0.1)
+    assert "forbidden" not in lab.agent_log("node-a").lower()

@@ -272,6 +272,7 @@ async def test_discovery_documents_list_the_served_resources(api: StandIn) -> No
         version = (await http.get("/version")).json()
     assert {"services", "services/status", "nodes", "endpoints", "events", "configmaps", "pods"} <= {
         r["name"] for r in core["resources"]}
-    assert {g["name"] for g in groups["groups"]} == {"discovery.k8s.io", "coordination.k8s.io"}
+    assert {"discovery.k8s.io", "coordination.k8s.io", "apps", "rbac.authorization.k8s.io"} == {
+        g["name"] for g in groups["groups"]}
     assert [r["name"] for r in coordination["resources"]] == ["leases"]
     assert version["major"] == "1"
