@@ -22,7 +22,7 @@ from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from kvip.dataplane.base import ApplyError, DataplaneError
-from kvip.dataplane.netlink_monitor import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_LINK, netlink_hints
+from kvip.dataplane.netlink_monitor import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_LINK, LazyRtnl, netlink_hints
 from kvip.dataplane.netns_socket import in_netns, socket_in
 from kvip.model import DesiredState, IPAddress
 
@@ -84,7 +84,7 @@ class ArpBackend:
         self.arp_rate = arp_rate
         self._netns = netns
         self._on_conflict = on_conflict or (lambda vip, mac: None)
-        self._ipr: AsyncIPRoute | None = None
+        self._rtnl = LazyRtnl(netns)
         self._held: dict[IPAddress, str] = {}  # VIP -> interface it is on
         self.conflicts = 0
         self.announcements = 0
@@ -160,16 +160,12 @@ class ArpBackend:
             listener.cancel()
 
     async def close(self) -> None:
-        if self._ipr is not None:
-            self._ipr.close()
-            self._ipr = None
+        self._rtnl.close()
 
     # -- internals ---------------------------------------------------------------------------
 
     async def _conn(self) -> AsyncIPRoute:
-        if self._ipr is None:
-            self._ipr = AsyncIPRoute(netns=self._netns)
-        return self._ipr
+        return await self._rtnl.get()
 
     async def _index(self, ipr: AsyncIPRoute, ifname: str) -> int | None:
         found = await ipr.link_lookup(ifname=ifname)

@@ -28,3 +28,21 @@ async def netlink_hints(netns: str | None, groups: int,
                 yield None
     finally:
         monitor.close()
+
+
+class LazyRtnl:
+    """One request socket per backend, opened on first use (in the backend's namespace), closed once."""
+
+    def __init__(self, netns: str | None) -> None:
+        self._netns = netns
+        self._ipr: AsyncIPRoute | None = None
+
+    async def get(self) -> AsyncIPRoute:
+        if self._ipr is None:
+            self._ipr = AsyncIPRoute(netns=self._netns)
+        return self._ipr
+
+    def close(self) -> None:
+        if self._ipr is not None:
+            self._ipr.close()
+            self._ipr = None

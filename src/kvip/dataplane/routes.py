@@ -21,7 +21,7 @@ from pyroute2 import AsyncIPRoute
 
 from kvip.dataplane.base import ApplyError, DataplaneError
 from kvip.dataplane.netlink_batch import RouteBatcher, RouteRequest
-from kvip.dataplane.netlink_monitor import RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_ROUTE, RTMGRP_LINK, netlink_hints
+from kvip.dataplane.netlink_monitor import RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_ROUTE, RTMGRP_LINK, LazyRtnl, netlink_hints
 from kvip.model import DesiredState
 
 log = logging.getLogger("kvip.routes")
@@ -66,7 +66,7 @@ class RouteTable:
         self.interface = interface
         self.route_type = route_type
         self._netns = netns
-        self._ipr: AsyncIPRoute | None = None
+        self._rtnl = LazyRtnl(netns)
         self._ifindex: dict[str, int] = {}
         self._ifname: dict[int, str] = {}
         self._batch: RouteBatcher | None = None
@@ -134,16 +134,12 @@ class RouteTable:
         if self._batch is not None:
             self._batch.close()
             self._batch = None
-        if self._ipr is not None:
-            self._ipr.close()
-            self._ipr = None
+        self._rtnl.close()
 
     # -- internals ---------------------------------------------------------------------------
 
     async def _conn(self) -> AsyncIPRoute:
-        if self._ipr is None:
-            self._ipr = AsyncIPRoute(netns=self._netns)
-        return self._ipr
+        return await self._rtnl.get()
 
     async def _refresh_links(self, ipr: AsyncIPRoute) -> None:
         names: dict[int, str] = {}
