@@ -57,7 +57,11 @@ def default_backends(config: AgentConfig, on_conflict: Callable[[Any, str], None
         interface = config.interface if config.interface != "lo" else default_route_interface()
         return [ArpBackend(interface=interface, protocol=config.routing_protocol, arp_rate=config.arp_rate,
                            on_conflict=on_conflict)]
-    raise AgentError(f"mode {config.mode.value!r} is not available yet; use vip_routingtable=true or vip_arp=true")
+    if config.mode is Mode.BGP and config.bgp is not None:
+        from kvip.dataplane.bgp import BgpSpeaker
+
+        return [BgpSpeaker(config.bgp)]
+    raise AgentError(f"mode {config.mode.value!r} has no settings")
 
 
 def default_route_interface() -> str:
@@ -77,7 +81,8 @@ def actual_vips(result: ReconcileResult) -> set[str]:
     held = {str(v) for v in result.desired.vips}
     for diff in result.diffs:
         for item in diff.failed:
-            vip = getattr(item, "address", None) or getattr(getattr(item, "dst", None), "network_address", None)
+            vip = (getattr(item, "address", None) or getattr(getattr(item, "dst", None), "network_address", None)
+                   or getattr(getattr(item, "prefix", None), "network_address", None))
             if vip is None:
                 continue
             if item in diff.added:
@@ -116,6 +121,10 @@ class Agent:
                                         on_change=lambda: self.trigger.fire("lease"))
             if config.election is ElectionMode.GLOBAL:
                 self.elector.want([self.global_lease])
+        for backend in self.backends:
+            collector = getattr(backend, "collector", None)
+            if collector is not None:  # backend-specific metrics (BGP sessions)
+                self.metrics.registry.register(collector())
         self.reconciler = Reconciler(
             compute=self.compute_desired,
             backends=self.backends,
@@ -129,7 +138,12 @@ class Agent:
                                      config.probe_fall, config.probes)
             self.probes = ProbeScheduler(settings, on_change=lambda: self.trigger.fire("probe"))
         self._withdrawn_for_api_loss = False
-        self._memo: tuple[ClusterSnapshot, tuple[Leadership, ProbeVerdicts], DesiredState] | None = None
+        self._memo: tuple[ClusterSnapshot, tuple[Leadership, ProbeVerdicts, bool], DesiredState] | None = None
+        # Make-before-break (BGP): seconds a leaving node keeps announcing with GRACEFUL_SHUTDOWN.
+        self.drain_time = config.bgp.drain_time if config.mode is Mode.BGP and config.bgp else 0.0
+        self._shutting_down = False
+        self._cordoned_since: float | None = None
+        self._seen_uncordoned = False
         self.ready = asyncio.Event()
 
     # -- the one computation ----------------------------------------------------------------
@@ -156,15 +170,41 @@ class Agent:
             verdicts = self.probes.verdicts()
         # decide() is pure: the same inputs give the same answer, so a pass woken only by the
         # dataplane (netlink echo of our own change, tampering) skips straight to the diff.
-        key = (leadership, verdicts)
+        key = (leadership, verdicts, self.draining(snapshot))
         if self._memo is not None and self._memo[0] is snapshot and self._memo[1] == key:
             return self._memo[2]
-        state = decide(self._decide_config, snapshot, leadership, verdicts)
+        state = decide(self._decide_config, snapshot, leadership, verdicts, key[2])
         self._memo = (snapshot, key, state)
         if self.elector is not None and self.config.election is ElectionMode.SERVICE:
             # Only nodes decide() finds eligible contend; one that stops being eligible releases at once.
             self.elector.want(service_lease_key(key) for key in state.eligible)
         return state
+
+    def draining(self, snapshot: ClusterSnapshot) -> bool:
+        """Inside a drain window: shutting down, or cordoned less than drain_time ago (as seen by us).
+
+        A cordon already in place when the agent starts gets no window: re-announcing a VIP just to
+        drain it again would pull traffic back to a node that is leaving.
+        """
+        if self.drain_time <= 0:
+            return False
+        if self._shutting_down:
+            return True
+        node = snapshot.node
+        cordoned = (node is not None and node.unschedulable and self.config.drain_on_cordon
+                    and self.config.respect_node_state)
+        now = asyncio.get_running_loop().time()
+        if not cordoned:
+            self._cordoned_since = None
+            self._seen_uncordoned = node is not None or self._seen_uncordoned
+            return False
+        if self._cordoned_since is None:
+            self._cordoned_since = now if self._seen_uncordoned else now - self.drain_time
+            if self._seen_uncordoned:
+                log.info("node cordoned: announcing with GRACEFUL_SHUTDOWN for %.1fs, then withdrawing",
+                         self.drain_time)
+                self.trigger.fire_later(self.drain_time, "drain-window")
+        return now - self._cordoned_since < self.drain_time
 
     @property
     def global_lease(self) -> LeaseKey:
@@ -244,6 +284,26 @@ class Agent:
             self.trigger.cancel_timers()
             await self._shutdown()
 
+    async def _drain_before_withdraw(self) -> None:
+        """BGP make-before-break: re-announce with GRACEFUL_SHUTDOWN (and local-pref 0), hand over any
+        Leases so a successor announces meanwhile, wait drain_time, and only then withdraw."""
+        last = self.reconciler.last_result
+        if self.drain_time <= 0 or last is None or not last.desired.advertisements:
+            return
+        self._shutting_down = True
+        try:
+            await self.reconciler.reconcile_once({"shutdown-drain": 1})
+        except Exception as exc:  # draining is a courtesy; the withdraw below must still happen
+            log.warning("shutdown: could not re-announce for draining: %s", exc)
+            return
+        if self.elector is not None:
+            # Overlapping announcements are normal in BGP (unlike two MACs in ARP mode).
+            with contextlib.suppress(Exception):
+                await self.elector.release_all()
+        log.info("shutdown: draining %d VIP(s) for %.1fs before withdrawing",
+                 len(last.desired.advertisements), self.drain_time)
+        await asyncio.sleep(self.drain_time)
+
     async def _first_sync(self) -> None:
         await self.cache.wait_synced()
         log.info("cache synced (%d services, %d endpointslices); reconciling",
@@ -259,6 +319,7 @@ class Agent:
         if self.config.keep_routes_on_exit:
             log.info("shutdown: keeping advertisements (keep_routes_on_exit)")
         else:
+            await self._drain_before_withdraw()
             removed = await self.reconciler.withdraw_all()
             log.info("shutdown: withdrew %d item(s)", removed)
         if self.elector is not None and not self.config.keep_routes_on_exit:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from kvip.bgp_settings import BgpSettings, load_bgp_settings
 from kvip.decide import DEFAULT_LB_CLASS, DecideConfig
 from kvip.model import ElectionMode
 
@@ -66,6 +67,7 @@ class AgentConfig:
     probe_timeout: float = 0.5
     probe_rise: int = 2
     probe_fall: int = 2
+    bgp: BgpSettings | None = None  # set exactly when mode is BGP
 
     @property
     def withdraw_after(self) -> float | None:
@@ -84,6 +86,7 @@ class AgentConfig:
             serving_terminating=self.serving_terminating,
             respect_node_state=self.respect_node_state,
             drain_on_cordon=self.drain_on_cordon,
+            bgp_attributes=self.mode is Mode.BGP,
         )
 
 
@@ -245,6 +248,8 @@ def load_config(env: Mapping[str, str], overrides: Mapping[str, object] | None =
     if values.get("mode") is Mode.ARP and values.get("election", ElectionMode.NONE) is ElectionMode.NONE:
         errors.append("vip_arp=true needs vip_leaderelection=true or svc_election=true: without an election "
                       "several nodes would answer ARP for the same VIP from different MACs")
+    if values.get("mode") is Mode.BGP and "bgp" not in values:
+        values["bgp"] = load_bgp_settings(env, errors)
     if not values.get("node_name"):
         errors.append("node name missing: set --node-name, vip_nodename or NODE_NAME")
     defaults = {f.name: f.default for f in fields(AgentConfig)}

@@ -15,8 +15,9 @@ A VIP is advertised while any service that owns it is advertised here (shared VI
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from kvip.bgp_attributes import merged_attributes, service_attributes
 from kvip.model import (
     Advertisement,
     BadInput,
@@ -53,6 +54,8 @@ class DecideConfig:
     respect_node_state: bool = True
     # Also withdraw when the node is cordoned (a drain is coming); off by default, as in kube-vip.
     drain_on_cordon: bool = False
+    # Read the per-service BGP attribute annotations (BGP mode only: elsewhere they mean nothing).
+    bgp_attributes: bool = False
 
 
 def decide(
@@ -60,11 +63,14 @@ def decide(
     snapshot: ClusterSnapshot,
     leadership: Leadership = Leadership(),
     probes: ProbeVerdicts = ProbeVerdicts(),
+    draining: bool = False,
 ) -> DesiredState:
+    """`draining`: the node is leaving gracefully (shutdown, or cordoned within its drain window):
+    advertise as usual, cordon or not, but mark every advertisement so peers move traffic first."""
     decisions: dict[ServiceKey, ServiceDecision] = {}
     problems: list[BadInput] = []
     owners: dict[IPAddress, set[ServiceKey]] = defaultdict(set)
-    node_block = node_blocker(config, snapshot.node)
+    node_block = node_blocker(config, snapshot.node, draining)
 
     for key in sorted(snapshot.services):
         service = snapshot.services[key]
@@ -72,6 +78,8 @@ def decide(
             continue
         vips, bad = service_vips(service)
         problems.extend(bad)
+        if config.bgp_attributes:
+            problems.extend(service_attributes(service)[1])
         endpoints = snapshot.endpoints.get(key, ())
         local = local_usable_addresses(config, endpoints, probes)
         eligible, reason = eligibility(config, service, vips, endpoints, local, node_block, probes)
@@ -82,9 +90,14 @@ def decide(
                 owners[vip].add(key)
 
     problems.extend(vip_conflicts(snapshot, decisions))
-    advertisements = {
-        vip: Advertisement(vip, frozenset(keys), service_interface(snapshot, keys)) for vip, keys in owners.items()
-    }
+    advertisements = {}
+    for vip, keys in owners.items():
+        advertisement = Advertisement(vip, frozenset(keys), service_interface(snapshot, keys), draining=draining)
+        if config.bgp_attributes:
+            attributes, clashes = merged_attributes(snapshot.services, keys, vip)
+            problems.extend(clashes)
+            advertisement = replace(advertisement, attributes=attributes)
+        advertisements[vip] = advertisement
     return DesiredState(advertisements, decisions, tuple(problems))
 
 
@@ -125,11 +138,11 @@ def is_handled(config: DecideConfig, service: ServiceView, problems: list[BadInp
     return True
 
 
-def node_blocker(config: DecideConfig, node: NodeView | None) -> str | None:
-    """Why this node must advertise nothing at all, or None."""
+def node_blocker(config: DecideConfig, node: NodeView | None, draining: bool = False) -> str | None:
+    """Why this node must advertise nothing at all, or None (a cordon waits out the drain window)."""
     if node is None or not config.respect_node_state:
         return None
-    if node.unschedulable and config.drain_on_cordon:
+    if node.unschedulable and config.drain_on_cordon and not draining:
         return "node-cordoned"
     if EXCLUDE_LB_LABEL in node.labels:
         return "node-excluded"

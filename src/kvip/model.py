@@ -111,12 +111,29 @@ class ProbeVerdicts:
 
 
 @dataclass(frozen=True)
+class RouteAttributes:
+    """BGP path attributes a VIP is announced with (BGP mode; other backends ignore them).
+
+    Communities are normalized strings: "65000:100" (well-known names already numeric) and
+    large communities "65000:1:2"; `local_pref` None leaves the speaker's default.
+    """
+
+    communities: frozenset[str] = frozenset()
+    large_communities: frozenset[str] = frozenset()
+    local_pref: int | None = None
+
+
+@dataclass(frozen=True)
 class Advertisement:
     """One VIP this node should advertise, and every service that wants it (shared VIPs)."""
 
     vip: IPAddress
     services: frozenset[ServiceKey]
     interface: str | None = None  # per-service override (kube-vip.io/serviceInterface), layer-2 mode
+    attributes: RouteAttributes = RouteAttributes()
+    # Make-before-break: still advertised, but marked so peers move traffic away (RFC 8326) before
+    # the withdraw. Only the BGP backend can carry the mark; the others advertise as usual.
+    draining: bool = False
 
     @property
     def prefix_len(self) -> int:

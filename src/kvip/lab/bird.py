@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from kvip.dataplane.bird_control import RoutePath, parse_routes
 from kvip.lab.netns import popen_in_netns
 
 BIRD = "/usr/sbin/bird"
@@ -32,22 +33,29 @@ _FAST_BGP = """
 """
 
 
-def router_config(*, router_id: str, asn: int, peers: Sequence[tuple[str, int]]) -> str:
-    """Accept every node's routes and keep them all: one path per advertising node (the ECMP set)."""
-    sessions = "\n".join(
-        f"protocol bgp node{i} from nodes {{ neighbor {address} as {peer_asn}; }}"
-        for i, (address, peer_asn) in enumerate(peers)
-    )
+def router_config(*, router_id: str, asn: int, peers: Sequence[tuple[str, int]],
+                  extra: str = "") -> str:
+    """Accept every node's routes and keep them all: one path per advertising node (the ECMP set).
+
+    Peers may be IPv4 or IPv6 (each session carries its own family) and eBGP or iBGP (a peer in
+    `asn`); `merge paths` makes the ECMP set visible as one multipath route in `show route`.
+    """
+    sessions = []
+    for i, (address, peer_asn) in enumerate(peers):
+        family = "ipv6" if ":" in address else "ipv4"
+        # iBGP next hops resolve recursively by default; the nodes share the router's segment.
+        direct = "direct; " if peer_asn == asn else ""
+        sessions.append(f"protocol bgp node{i} from nodes {{ neighbor {address} as {peer_asn}; {direct}"
+                        f"{family} {{ import all; export none; }}; }}")
     return f"""
 router id {router_id};
 protocol device {{ scan time 1; }}
+{extra}
 template bgp nodes {{
     local as {asn};
     {_FAST_BGP}
-    ipv4 {{ import all; export none; }};
 }}
-{sessions}
-"""
+""" + "\n".join(sessions) + "\n"
 
 
 def node_exporter_config(*, router_id: str, asn: int, router_address: str, router_asn: int,
@@ -149,6 +157,10 @@ class BirdProcess:
             if via and prefix:
                 found[prefix].add(via.group(1))
         return {p: frozenset(hops) for p, hops in found.items()}
+
+    def paths(self, table: str = "master4") -> list[RoutePath]:
+        """Every path in `table` with its BGP attributes (communities, local-pref, next hop)."""
+        return parse_routes(self.birdc("show", "route", "table", table, "all").splitlines())
 
     def established_peers(self) -> set[str]:
         """Neighbor addresses of BGP sessions in state Established."""

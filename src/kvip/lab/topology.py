@@ -21,6 +21,8 @@ from kvip.lab.netns import NETNS_DIR
 
 ROUTER_ADDRESS = ipaddress.IPv4Address("10.250.0.1")
 PREFIX_LEN = 16
+ROUTER_ADDRESS6 = ipaddress.IPv6Address("fd00:251::1")  # for IPv6 BGP sessions
+PREFIX_LEN6 = 64
 MARKERS = Path("/run/kvip-lab")
 
 
@@ -34,6 +36,7 @@ class NodeNamespace:
     netns: str
     address: ipaddress.IPv4Address
     ifname: str
+    address6: ipaddress.IPv6Address | None = None
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class Topology:
     router_netns: str
     router_address: ipaddress.IPv4Address
     nodes: tuple[NodeNamespace, ...]
+    router_address6: ipaddress.IPv6Address = ROUTER_ADDRESS6
 
     def node(self, node_name: str) -> NodeNamespace:
         for node in self.nodes:
@@ -65,7 +69,7 @@ def create_topology(node_names: Sequence[str], *, run_id: str | None = None) -> 
     short = run_id[-6:]
     router = f"kvip-{run_id}-router"
     nodes = tuple(
-        NodeNamespace(name, f"kvip-{run_id}-{name}", ROUTER_ADDRESS + 10 + i, "eth0")
+        NodeNamespace(name, f"kvip-{run_id}-{name}", ROUTER_ADDRESS + 10 + i, "eth0", ROUTER_ADDRESS6 + 15 + i)
         for i, name in enumerate(node_names)
     )
     topology = Topology(run_id, router, ROUTER_ADDRESS, nodes)
@@ -76,6 +80,7 @@ def create_topology(node_names: Sequence[str], *, run_id: str | None = None) -> 
         _ip("-n", router, "link", "set", "lo", "up")
         _ip("-n", router, "link", "add", "br0", "type", "bridge")
         _ip("-n", router, "addr", "add", f"{ROUTER_ADDRESS}/{PREFIX_LEN}", "dev", "br0")
+        _ip("-n", router, "addr", "add", f"{ROUTER_ADDRESS6}/{PREFIX_LEN6}", "dev", "br0", "nodad")
         _ip("-n", router, "link", "set", "br0", "up")
         for i, node in enumerate(nodes):
             outside = f"kv{short}r{i}"  # <= 15 chars, unique per run
@@ -85,6 +90,7 @@ def create_topology(node_names: Sequence[str], *, run_id: str | None = None) -> 
                 "netns", node.netns)
             _ip("-n", router, "link", "set", outside, "master", "br0", "up")
             _ip("-n", node.netns, "addr", "add", f"{node.address}/{PREFIX_LEN}", "dev", node.ifname)
+            _ip("-n", node.netns, "addr", "add", f"{node.address6}/{PREFIX_LEN6}", "dev", node.ifname, "nodad")
             _ip("-n", node.netns, "link", "set", node.ifname, "up")
     except BaseException:
         destroy_topology(topology)

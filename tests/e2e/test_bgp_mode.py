@@ -1,0 +1,199 @@
+"""BGP mode end to end (issue 6): 3 agents in node namespaces, each running its own BIRD speaker,
+peering with a router namespace whose daemon kvip does not manage. Every assertion reads the
+router: its RIB (paths with their attributes) and, for BIRD, the ECMP route it installed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from kvip.lab.bgp_router import BirdRouter, LabRouter, RouterPath, bgp_agent_env
+from kvip.lab.cluster import LabCluster, LabError
+from kvip.lab.objects import Endpoint, endpoint_slice, load_balancer_service
+
+pytestmark = pytest.mark.root
+
+NODES = ("node-a", "node-b", "node-c")
+VIP = "10.96.0.10"
+PREFIX = f"{VIP}/32"
+
+
+class BgpLab:
+    def __init__(self, cluster: LabCluster, router: LabRouter, families: tuple[int, ...]) -> None:
+        self.cluster = cluster
+        self.router = router
+        self.families = families
+
+    def start_agents(self, *names: str, **env_extra: str) -> None:
+        assert self.cluster.topology is not None
+        for name in names or NODES:
+            env = bgp_agent_env(self.cluster.topology, name, self.cluster.workdir, families=self.families,
+                                extra=env_extra)
+            self.cluster.start_agent(name, env=env)
+
+    async def wait_router(self, check: Callable[[dict[str, dict[str, RouterPath]]], bool], *, family: int = 4,
+                          timeout: float = 10.0) -> float:
+        start = time.monotonic()
+        while True:
+            rib = await asyncio.to_thread(self.router.rib, family)
+            if check(rib):
+                return time.monotonic() - start
+            if time.monotonic() - start > timeout:
+                logs = "\n".join(f"--- {n} ---\n{self.cluster.agent_log(n)[-2500:]}" for n in self.cluster.agents)
+                raise LabError(f"router RIB not as expected after {timeout}s: {rib}\n{logs}")
+            await asyncio.sleep(0.02)
+
+    async def wait_nodes(self, prefix: str, nodes: set[str], *, family: int = 4, timeout: float = 10.0) -> float:
+        return await self.wait_router(lambda rib: set(rib.get(prefix, {})) == nodes, family=family, timeout=timeout)
+
+
+@pytest.fixture
+async def bgp(tmp_path: Path) -> AsyncIterator[BgpLab]:
+    cluster = LabCluster(NODES, workdir=tmp_path, resync_period=3.0)
+    await cluster.start()
+    assert cluster.topology is not None
+    router = BirdRouter(cluster.topology, tmp_path, families=(4, 6))
+    router.start()
+    try:
+        yield BgpLab(cluster, router, (4, 6))
+    finally:
+        await cluster.stop()
+        router.stop()
+
+
+def web(lab: BgpLab, nodes: list[str], *, vip: str = VIP, name: str = "web", policy: str = "Local",
+        annotations: dict[str, str] | None = None) -> None:
+    service = load_balancer_service(name, vips=[vip], external_traffic_policy=policy)
+    service["metadata"].setdefault("annotations", {}).update(annotations or {})
+    lab.cluster.api.create(service)
+    lab.cluster.api.create(endpoint_slice(name, [Endpoint(f"10.244.{i}.5", n) for i, n in enumerate(nodes)]))
+
+
+def move_endpoints(lab: BgpLab, nodes: list[str], name: str = "web") -> None:
+    api = lab.cluster.api
+    api.replace({**api.get("endpointslices", f"{name}-kvip", "default"),
+                 "endpoints": [{"addresses": [f"10.244.9.{i}"], "nodeName": n, "conditions": {"ready": True}}
+                               for i, n in enumerate(nodes)]})
+
+
+async def test_router_learns_vip_from_exactly_the_nodes_with_ready_endpoints_as_ecmp(bgp: BgpLab) -> None:
+    web(bgp, ["node-a", "node-b"])
+    bgp.start_agents()
+    await bgp.wait_nodes(PREFIX, {"node-a", "node-b"}, timeout=15)
+    assert await asyncio.to_thread(bgp.router.established) == set(NODES)
+    assert isinstance(bgp.router, BirdRouter)
+    deadline = time.monotonic() + 5
+    while bgp.router.fib().get(PREFIX) != {"node-a", "node-b"}:
+        assert time.monotonic() < deadline, bgp.router.fib()
+        await asyncio.sleep(0.05)
+
+
+async def test_endpoint_move_and_service_deletion_reach_the_router_within_a_second(bgp: BgpLab) -> None:
+    web(bgp, ["node-a"])
+    bgp.start_agents()
+    await bgp.wait_nodes(PREFIX, {"node-a"}, timeout=15)
+
+    move_endpoints(bgp, ["node-c"])
+    assert await bgp.wait_nodes(PREFIX, {"node-c"}, timeout=1.0) <= 1.0
+
+    bgp.cluster.api.delete("services", "web", "default")
+    assert await bgp.wait_router(lambda rib: PREFIX not in rib, timeout=1.0) <= 1.0
+
+
+async def test_ipv6_vip_is_announced_as_a_128_over_the_ipv6_session(bgp: BgpLab) -> None:
+    service = load_balancer_service("web6", vips=["fd00:96::10"], external_traffic_policy="Local")
+    service["spec"]["ipFamilies"] = ["IPv6"]
+    bgp.cluster.api.create(service)
+    bgp.cluster.api.create(endpoint_slice("web6", [Endpoint("fd00:244::5", "node-b")], address_type="IPv6"))
+    bgp.start_agents()
+    await bgp.wait_nodes("fd00:96::10/128", {"node-b"}, family=6, timeout=15)
+    rib4 = await asyncio.to_thread(bgp.router.rib, 4)
+    assert not any(p.startswith("fd00") for p in rib4)
+
+
+async def test_communities_large_communities_and_local_pref_from_annotations_reach_the_router(
+    tmp_path: Path,
+) -> None:
+    # local-pref only travels over iBGP, so the router is in the nodes' AS here.
+    cluster = LabCluster(NODES[:1], workdir=tmp_path, resync_period=3.0)
+    await cluster.start()
+    assert cluster.topology is not None
+    router = BirdRouter(cluster.topology, tmp_path, asn=65101, node_asn=65101)
+    router.start()
+    lab = BgpLab(cluster, router, (4,))
+    try:
+        web(lab, ["node-a"], annotations={
+            "kvip.io/bgp-communities": "65000:100, no-export",
+            "kvip.io/bgp-large-communities": "65000:1:2",
+            "kvip.io/bgp-local-pref": "250",
+        })
+        env = bgp_agent_env(cluster.topology, "node-a", tmp_path, router_asn=65101)
+        cluster.start_agent("node-a", env=env)
+        await lab.wait_nodes(PREFIX, {"node-a"}, timeout=15)
+        path = (await asyncio.to_thread(router.rib))[PREFIX]["node-a"]
+        assert path.communities == {"65000:100", "65535:65281"}
+        assert path.large_communities == {"65000:1:2"}
+        assert path.local_pref == 250
+    finally:
+        await cluster.stop()
+        router.stop()
+
+
+async def test_sigterm_drains_with_graceful_shutdown_community_before_the_withdraw(bgp: BgpLab) -> None:
+    web(bgp, ["node-a", "node-b"])
+    bgp.start_agents("node-a", "node-b")
+    await bgp.wait_nodes(PREFIX, {"node-a", "node-b"}, timeout=15)
+
+    seen: list[tuple[float, frozenset[str] | None]] = []
+
+    async def sample() -> None:
+        while True:
+            rib = await asyncio.to_thread(bgp.router.rib)
+            path = rib.get(PREFIX, {}).get("node-a")
+            seen.append((time.monotonic(), path.communities if path else None))
+            if path is None:
+                return
+            await asyncio.sleep(0.02)
+
+    sampler = asyncio.create_task(sample())
+    stopping = asyncio.create_task(bgp.cluster.stop_agent("node-a"))
+    await asyncio.wait_for(sampler, 10)
+    assert await stopping == 0
+    drained = [t for t, c in seen if c is not None and "65535:0" in c]
+    assert drained, f"router never saw GRACEFUL_SHUTDOWN from node-a: {seen}"
+    withdrawn_at = seen[-1][0]
+    assert withdrawn_at - drained[0] >= 0.8  # drain_time 1 s, sampled every ~20 ms
+    rib = await asyncio.to_thread(bgp.router.rib)
+    assert set(rib[PREFIX]) == {"node-b"} and "65535:0" not in rib[PREFIX]["node-b"].communities
+
+
+async def test_cordon_drains_then_withdraws_and_uncordon_announces_again(bgp: BgpLab) -> None:
+    web(bgp, ["node-a", "node-b"])
+    bgp.start_agents("node-a", "node-b")
+    await bgp.wait_nodes(PREFIX, {"node-a", "node-b"}, timeout=15)
+    api = bgp.cluster.api
+    api.patch("nodes", "node-a", {"spec": {"unschedulable": True}})
+    await bgp.wait_router(lambda rib: "65535:0" in rib.get(PREFIX, {}).get("node-a", RouterPath("")).communities,
+                          timeout=2)
+    await bgp.wait_nodes(PREFIX, {"node-b"}, timeout=3)
+    api.patch("nodes", "node-a", {"spec": {"unschedulable": False}})
+    await bgp.wait_nodes(PREFIX, {"node-a", "node-b"}, timeout=3)
+
+
+async def test_killed_speaker_is_restarted_and_router_converges_again(bgp: BgpLab) -> None:
+    web(bgp, ["node-a"])
+    bgp.start_agents("node-a")
+    await bgp.wait_nodes(PREFIX, {"node-a"}, timeout=15)
+    pid = int((bgp.cluster.workdir / "bgp-node-a" / "bird.pid").read_text())
+    os.kill(pid, signal.SIGKILL)
+    await bgp.wait_nodes(PREFIX, set(), timeout=15)  # the router drops the session's routes (hold/close)
+    took = await bgp.wait_nodes(PREFIX, {"node-a"}, timeout=15)
+    assert int((bgp.cluster.workdir / "bgp-node-a" / "bird.pid").read_text()) != pid
+    assert "restarting" in bgp.cluster.agent_log("node-a")
+    assert took < 10
