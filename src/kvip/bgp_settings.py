@@ -80,11 +80,18 @@ def parse_peer(text: str) -> BgpPeer:
     except ValueError as exc:
         raise ValueError(f"{text!r}: {exc}") from None
     password = parts[2] if len(parts) > 2 else ""
+    check_password(password)
     multihop = _bool(parts[3]) if len(parts) > 3 and parts[3] else False
     port = int(parts[4]) if len(parts) > 4 and parts[4] else 179
     if not 1 <= port <= 65535:
         raise ValueError(f"{text!r}: port {port} is outside 1..65535")
     return BgpPeer(address, asn, password, multihop, port)
+
+
+def check_password(password: str) -> None:
+    """BIRD's config strings have no escapes: a quote or newline could not be written safely."""
+    if any(c in password for c in '"\n\r\\'):
+        raise ValueError("a BGP password must not contain a double quote, backslash or newline")
 
 
 def load_bgp_settings(env: Mapping[str, str], errors: list[str]) -> BgpSettings | None:
@@ -102,6 +109,8 @@ def load_bgp_settings(env: Mapping[str, str], errors: list[str]) -> BgpSettings 
             return default
 
     asn = get("bgp_as", _asn)
+    if any(c in env.get("bgp_sourceif", "") for c in '"\n\\'):
+        errors.append("bgp_sourceif: not an interface name")
     if asn is None and "bgp_as" not in env:
         errors.append("bgp_as: BGP mode needs this node's AS number")
     peers: list[BgpPeer] = []
@@ -113,6 +122,10 @@ def load_bgp_settings(env: Mapping[str, str], errors: list[str]) -> BgpSettings 
     if env.get("bgp_peeraddress"):
         single = get("bgp_peeraddress", ipaddress.ip_address)
         peer_asn = get("bgp_peeras", _asn, 65000)  # kube-vip's default peer AS
+        try:
+            check_password(env.get("bgp_peerpass", ""))
+        except ValueError as exc:
+            errors.append(f"bgp_peerpass: {exc}")
         if single is not None and peer_asn is not None:
             peers.insert(0, BgpPeer(single, peer_asn, env.get("bgp_peerpass", ""),  # type: ignore[arg-type]
                                     bool(get("bgp_multihop", _bool, False))))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -197,3 +198,46 @@ async def test_killed_speaker_is_restarted_and_router_converges_again(bgp: BgpLa
     assert int((bgp.cluster.workdir / "bgp-node-a" / "bird.pid").read_text()) != pid
     assert "restarting" in bgp.cluster.agent_log("node-a")
     assert took < 10
+
+
+async def test_speaker_rib_changed_behind_our_back_is_read_back_and_repaired(bgp: BgpLab) -> None:
+    web(bgp, ["node-a"])
+    bgp.start_agents("node-a")
+    await bgp.wait_nodes(PREFIX, {"node-a"}, timeout=15)
+    run_dir = bgp.cluster.workdir / "bgp-node-a"
+    # An operator (or a bug) empties the speaker's announcements and reloads it by hand.
+    (run_dir / "vips4.conf").write_text("# emptied by hand\n")
+    subprocess.run(["birdc", "-s", str(run_dir / "bird.ctl"), "configure"], check=True, capture_output=True)
+    await bgp.wait_nodes(PREFIX, set(), timeout=5)
+    took = await bgp.wait_nodes(PREFIX, {"node-a"}, timeout=5)
+    assert took <= 3.0 + 0.5  # the next dataplane re-read (resync period 3 s) repairs it
+
+
+async def test_bfd_and_graceful_restart_settings_reach_the_sessions(tmp_path: Path) -> None:
+    cluster = LabCluster(NODES[:1], workdir=tmp_path, resync_period=3.0)
+    await cluster.start()
+    assert cluster.topology is not None
+    router = BirdRouter(cluster.topology, tmp_path, bfd=True)
+    router.start()
+    try:
+        env = bgp_agent_env(cluster.topology, "node-a", tmp_path,
+                            extra={"kvip_bgp_bfd": "true", "kvip_bgp_graceful_restart": "60"})
+        cluster.start_agent("node-a", env=env)
+        address = str(cluster.node("node-a").address)
+        deadline = time.monotonic() + 15
+        while True:
+            bfd = await asyncio.to_thread(router.bird.birdc, "show", "bfd", "sessions")
+            if any(address in line and " Up " in line for line in bfd.splitlines()):
+                break
+            assert time.monotonic() < deadline, bfd + cluster.agent_log("node-a")[-2000:]
+            await asyncio.sleep(0.1)
+        while "Established" not in (session := await asyncio.to_thread(router.bird.birdc, "show", "protocols",
+                                                                        "all", "node0")):
+            assert time.monotonic() < deadline, session
+            await asyncio.sleep(0.1)
+        # kvip's speaker advertised the graceful restart capability with its restart time.
+        neighbor = session.split("Neighbor capabilities", 1)[1].split("Session:", 1)[0]
+        assert "Graceful restart" in neighbor and "Restart time: 60" in neighbor, session
+    finally:
+        await cluster.stop()
+        router.stop()

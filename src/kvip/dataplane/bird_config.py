@@ -38,7 +38,10 @@ class Announcement:
 
 
 def _quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """BIRD strings have no escapes; settings refuse values that would need one."""
+    if any(c in text for c in '"\n\\'):
+        raise ValueError(f"{text!r} cannot be written as a BIRD string")
+    return f'"{text}"'
 
 
 def route_line(announcement: Announcement) -> str:
@@ -74,7 +77,10 @@ def _session(index: int, peer: BgpPeer, settings: BgpSettings, local_address: st
     ]
     if peer.multihop:
         lines.append("multihop;")
-    if settings.source_interface:
+    elif settings.source_interface:
+        # Binding to an interface needs a direct session; iBGP sessions are multihop unless told.
+        if peer.asn == settings.asn:
+            lines.append("direct;")
         lines.append(f"interface {_quote(settings.source_interface)};")
     if peer.password:
         lines.append(f"password {_quote(peer.password)};")

@@ -55,15 +55,18 @@ def peer_addresses(topology: Topology, families: tuple[int, ...]) -> list[str]:
 
 class BirdRouter:
     def __init__(self, topology: Topology, workdir: Path, *, asn: int = ROUTER_ASN, node_asn: int = NODE_ASN,
-                 families: tuple[int, ...] = (4,)) -> None:
+                 families: tuple[int, ...] = (4,), bfd: bool = False) -> None:
         self.topology = topology
         # ECMP as a router forwards it: all paths merged into one multipath kernel route.
         fib = "\n".join(
             f"protocol kernel fib{v} {{ kernel table {FIB_TABLE}; merge paths on limit 16; "
             f"ipv{v} {{ import none; export all; }}; }}" for v in (4, 6)
         )
+        if bfd:
+            fib += "\nprotocol bfd { }"
         config = router_config(router_id=str(topology.router_address), asn=asn,
-                               peers=[(a, node_asn) for a in peer_addresses(topology, families)], extra=fib)
+                               peers=[(a, node_asn) for a in peer_addresses(topology, families)], extra=fib,
+                               session_options="bfd on;" if bfd else "")
         self.bird = BirdProcess(topology.router_netns, workdir / "bgp-router", config)
         self._nodes = _node_by_address(topology)
 

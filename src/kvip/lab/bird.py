@@ -34,7 +34,7 @@ _FAST_BGP = """
 
 
 def router_config(*, router_id: str, asn: int, peers: Sequence[tuple[str, int]],
-                  extra: str = "") -> str:
+                  extra: str = "", session_options: str = "") -> str:
     """Accept every node's routes and keep them all: one path per advertising node (the ECMP set).
 
     Peers may be IPv4 or IPv6 (each session carries its own family) and eBGP or iBGP (a peer in
@@ -54,6 +54,7 @@ protocol device {{ scan time 1; }}
 template bgp nodes {{
     local as {asn};
     {_FAST_BGP}
+    {session_options}
 }}
 """ + "\n".join(sessions) + "\n"
 
