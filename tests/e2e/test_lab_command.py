@@ -31,7 +31,18 @@ def test_lab_failover_story_in_arp_mode_with_global_election_converges(tmp_path:
     assert "4/4 steps converged" in run.stdout
 
 
-def test_lab_refuses_modes_that_do_not_exist_yet(tmp_path: Path) -> None:
-    run = subprocess.run([sys.executable, "-m", "kvip.cli", "lab", "--mode", "bgp", "--no-tty"],
+def test_lab_in_bgp_mode_plays_the_story_with_speaker_kill_and_cordon_drain(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "kvip.cli", "lab", "--mode", "bgp", "--no-tty", "--workdir", str(tmp_path)],
+        capture_output=True, text=True, timeout=240,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "6/6 steps converged" in run.stdout
+    assert "speaker is killed" in run.stdout and "cordoned" in run.stdout
+    assert "restarting" in (tmp_path / "agent-node-b.log").read_text()
+
+
+def test_lab_refuses_combinations_it_has_no_story_for(tmp_path: Path) -> None:
+    run = subprocess.run([sys.executable, "-m", "kvip.cli", "lab", "--mode", "arp", "--no-tty"],
                          capture_output=True, text=True, timeout=60)
-    assert run.returncode == 2 and "BGP mode is not built yet" in run.stderr
+    assert run.returncode == 2 and "ARP mode needs --election" in run.stderr

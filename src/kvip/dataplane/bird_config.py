@@ -11,6 +11,7 @@ protocol, so kvip's BGP mode never touches a kernel routing table.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,7 @@ def _quote(text: str) -> str:
     return f'"{text}"'
 
 
+@functools.lru_cache(maxsize=65536)
 def route_line(announcement: Announcement) -> str:
     actions = [f"bgp_community.add(({c.replace(':', ',')}));" for c in sorted(announcement.communities)]
     actions += [f"bgp_large_community.add(({c.replace(':', ',')}));"

@@ -124,3 +124,28 @@ def bgp_agent_env(topology: Topology, node_name: str, workdir: Path, *, families
     }
     env.update(extra or {})
     return env
+
+
+class BgpModeFabric:
+    """`kvip lab --mode bgp`: the agents speak BGP themselves; only the router runs a daemon."""
+
+    def __init__(self, topology: Topology, workdir: Path, drain_time: float = 2.0) -> None:
+        self.topology = topology
+        self.workdir = workdir
+        self.drain_time = drain_time
+        self.router = BirdRouter(topology, workdir)
+
+    def start(self) -> None:
+        self.router.start()
+
+    def stop(self) -> None:
+        self.router.stop()
+
+    def agent_env(self, node_name: str) -> dict[str, str]:
+        return bgp_agent_env(self.topology, node_name, self.workdir, drain_time=self.drain_time)
+
+    def established(self) -> set[str]:
+        return self.router.established()
+
+    def ecmp(self) -> dict[str, frozenset[str]]:
+        return {prefix: frozenset(paths) for prefix, paths in self.router.rib(4).items()}

@@ -7,6 +7,8 @@ and including NAME.
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -73,12 +75,35 @@ STORY: tuple[Step, ...] = (
          _delete_route_by_hand, frozenset({"node-b", "node-c"})),
 )
 
+def _kill_speaker(lab: LabCluster) -> None:
+    pid = int((lab.workdir / "bgp-node-b" / "bird.pid").read_text())
+    os.kill(pid, signal.SIGKILL)
+
+
+def _cordon(lab: LabCluster) -> None:
+    lab.api.patch("nodes", "node-c", {"spec": {"unschedulable": True}})
+
+
+# BGP mode: the agents are the BGP speakers (no table 198, no BIRD on the nodes), the router peers
+# with them directly. Same failure story, then the two things only BGP mode has.
+BGP_STORY: tuple[Step, ...] = STORY[:4] + (
+    Step("speaker-killed", "node-b's BGP speaker is killed (kill -9)",
+         "The router drops node-b's paths; kvip restarts its BIRD at once and re-announces.",
+         _kill_speaker, frozenset({"node-b", "node-c"})),
+    Step("cordon-drain", "node-c is cordoned",
+         "Make-before-break: node-c re-announces with GRACEFUL_SHUTDOWN (65535:0) so the router moves "
+         "traffic away, waits its drain time, then withdraws.",
+         _cordon, frozenset({"node-b"})),
+)
+
 STEP_NAMES = tuple(step.name for step in STORY)
+BGP_STEP_NAMES = tuple(step.name for step in BGP_STORY)
 
 
-def steps_until(name: str) -> tuple[Step, ...]:
+def steps_until(name: str, story: tuple[Step, ...] = STORY) -> tuple[Step, ...]:
+    names = tuple(step.name for step in story)
     if name == "all":
-        return STORY
-    if name not in STEP_NAMES:
-        raise ValueError(f"unknown scenario {name!r}; choose from: all, {', '.join(STEP_NAMES)}")
-    return STORY[: STEP_NAMES.index(name) + 1]
+        return story
+    if name not in names:
+        raise ValueError(f"unknown scenario {name!r}; choose from: all, {', '.join(names)}")
+    return story[: names.index(name) + 1]
