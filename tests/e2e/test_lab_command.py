@@ -11,31 +11,26 @@ import pytest
 pytestmark = pytest.mark.root
 
 
+def run_lab(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "kvip.cli", "lab", *args, "--no-tty", "--workdir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=240)
+
+
 def test_lab_plays_the_whole_story_and_every_step_converges(tmp_path: Path) -> None:
-    run = subprocess.run(
-        [sys.executable, "-m", "kvip.cli", "lab", "--scenario", "all", "--no-tty", "--workdir", str(tmp_path)],
-        capture_output=True, text=True, timeout=240,
-    )
+    run = run_lab(tmp_path, "--scenario", "all")
     assert run.returncode == 0, run.stdout + run.stderr
     assert "5/5 steps converged" in run.stdout
     assert run.stdout.count("converged: kernel routes in") == 5
 
 
 def test_lab_failover_story_in_arp_mode_with_global_election_converges(tmp_path: Path) -> None:
-    run = subprocess.run(
-        [sys.executable, "-m", "kvip.cli", "lab", "--mode", "arp", "--election", "global", "--no-tty",
-         "--workdir", str(tmp_path)],
-        capture_output=True, text=True, timeout=240,
-    )
+    run = run_lab(tmp_path, "--mode", "arp", "--election", "global")
     assert run.returncode == 0, run.stdout + run.stderr
     assert "4/4 steps converged" in run.stdout
 
 
 def test_lab_in_bgp_mode_plays_the_story_with_speaker_kill_and_cordon_drain(tmp_path: Path) -> None:
-    run = subprocess.run(
-        [sys.executable, "-m", "kvip.cli", "lab", "--mode", "bgp", "--no-tty", "--workdir", str(tmp_path)],
-        capture_output=True, text=True, timeout=240,
-    )
+    run = run_lab(tmp_path, "--mode", "bgp")
     assert run.returncode == 0, run.stdout + run.stderr
     assert "6/6 steps converged" in run.stdout
     assert "speaker is killed" in run.stdout and "cordoned" in run.stdout
