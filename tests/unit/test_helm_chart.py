@@ -16,16 +16,18 @@ from helm_render import render  # noqa: E402
 from kvip.deploy.manifests import ManifestOptions, manifests  # noqa: E402
 
 CHART = Path(__file__).resolve().parents[2] / "deploy" / "helm" / "kvip"
-CASES = [("table", "none", ""), ("table", "service", ""), ("arp", "global", "eth0"), ("table", "global", "lo")]
+CASES = [("table", "none", ""), ("table", "service", ""), ("arp", "global", "eth0"), ("table", "global", "lo"),
+         ("bgp", "none", "")]
+PEERS = "192.0.2.1:65001,[2001:db8::1]:65001:secret"
 
 
 @pytest.mark.parametrize("mode,election,interface", CASES)
 def test_chart_renders_the_same_objects_as_kvip_manifest(mode: str, election: str, interface: str) -> None:
     values = {"mode": mode, "election": election, "interface": interface, "image": "registry.example/kvip:1",
-              "controller": {"enabled": True}}
+              "controller": {"enabled": True}, "bgp": {"as": 64512, "peers": PEERS}}
     rendered = render(CHART, values, namespace="lb-system")
     options = dict(namespace="lb-system", image="registry.example/kvip:1", mode=mode, election=election,
-                   interface=interface)
+                   interface=interface, bgp_as=64512, bgp_peers=PEERS)
     expected = manifests(ManifestOptions(kind="daemonset", **options)) + manifests(
         ManifestOptions(kind="controller", **options))
     assert rendered == expected

@@ -21,6 +21,8 @@ VARIANTS = [ManifestOptions(kind=k, mode=m, election=e)
             for k, m, e in itertools.product(("daemonset", "pod", "controller"), ("table", "arp"),
                                              ("none", "global", "service"))
             if not (m == "arp" and e == "none")]
+VARIANTS += [ManifestOptions(kind=k, mode="bgp", election=e, bgp_peers="192.0.2.1:65001")
+             for k, e in itertools.product(("daemonset", "pod"), ("none", "global", "service"))]
 
 
 @pytest.mark.parametrize("options", VARIANTS, ids=lambda o: f"{o.kind}-{o.mode}-{o.election}")
@@ -74,3 +76,17 @@ def test_manifest_yaml_round_trips() -> None:
     text = to_yaml(manifests(ManifestOptions()))
     assert [o["kind"] for o in yaml.safe_load_all(text)] == ["ServiceAccount", "ClusterRole", "ClusterRoleBinding",
                                                              "DaemonSet"]
+
+
+def test_bgp_daemonset_env_is_a_valid_agent_config_with_a_writable_run_dir() -> None:
+    from kvip.config import Mode, load_config
+
+    objects = manifests(ManifestOptions(mode="bgp", bgp_as=64512, bgp_peers="192.0.2.1:65001,[2001:db8::1]:65001"))
+    pod = next(o for o in objects if o["kind"] == "DaemonSet")["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    config = load_config({**env, "vip_nodename": "node-1"})
+    assert config.mode is Mode.BGP and config.bgp is not None
+    assert config.bgp.asn == 64512 and len(config.bgp.peers) == 2
+    assert config.bgp.run_dir.startswith(container["volumeMounts"][0]["mountPath"])
+    assert pod["volumes"] == [{"name": "run", "emptyDir": {"medium": "Memory"}}]

@@ -16,6 +16,7 @@ from kvip.deploy.rbac import Rule, agent_rules, controller_rules
 
 DEFAULT_IMAGE = "ghcr.io/kvip/kvip:0.1.0"
 METRICS_PORT = 2112
+BGP_RUN_DIR = "/run/kvip/bgp"  # the speaker's config and control socket (the root filesystem is read-only)
 
 
 @dataclass(frozen=True)
@@ -23,10 +24,12 @@ class ManifestOptions:
     kind: str = "daemonset"  # daemonset | pod | controller
     namespace: str = "kube-system"
     image: str = DEFAULT_IMAGE
-    mode: str = "table"  # table | arp
+    mode: str = "table"  # table | arp | bgp
     interface: str = ""
     election: str = "none"  # none | global | service
     routing_table_id: int = 198
+    bgp_as: int = 65000
+    bgp_peers: str = ""  # kube-vip's bgp_peers: "addr:as[:password[:multihop]],..."
 
 
 def _meta(name: str, namespace: str | None = None) -> dict[str, Any]:
@@ -56,6 +59,10 @@ def agent_env(options: ManifestOptions) -> list[dict[str, Any]]:
     ]
     if options.mode == "arp":
         env.append({"name": "vip_arp", "value": "true"})
+    elif options.mode == "bgp":
+        env += [{"name": "bgp_enable", "value": "true"}, {"name": "bgp_as", "value": str(options.bgp_as)},
+                {"name": "bgp_peers", "value": options.bgp_peers},
+                {"name": "kvip_bgp_rundir", "value": BGP_RUN_DIR}]
     else:
         env += [{"name": "vip_routingtable", "value": "true"},
                 {"name": "routing_table_id", "value": str(options.routing_table_id)}]
@@ -114,6 +121,9 @@ def manifests(options: ManifestOptions) -> list[dict[str, Any]]:
     container["securityContext"].update({"runAsUser": 0, "runAsNonRoot": False})
     rules = agent_rules(election=options.election != "none")
     pod_spec = _pod_spec(options, container, host_network=True)
+    if options.mode == "bgp":
+        container["volumeMounts"] = [{"name": "run", "mountPath": "/run/kvip"}]
+        pod_spec["volumes"] = [{"name": "run", "emptyDir": {"medium": "Memory"}}]
     if options.kind == "pod":
         pod = {"apiVersion": "v1", "kind": "Pod", "metadata": _meta("kvip", ns), "spec": pod_spec}
         return rbac_objects("kvip", ns, rules) + [pod]
@@ -137,6 +147,9 @@ def add_manifest_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--leader-election", action="store_true", help="one global Lease (kube-vip's vip_leaderelection)")
     parser.add_argument("--svc-election", action="store_true", help="one Lease per service (kube-vip's svc_election)")
     parser.add_argument("--routing-table-id", type=int, default=198)
+    parser.add_argument("--bgp", action="store_true", help="BGP mode (kube-vip's bgp_enable)")
+    parser.add_argument("--bgp-as", type=int, default=65000, help="this cluster's AS (bgp_as)")
+    parser.add_argument("--bgp-peers", default="", help="kube-vip's bgp_peers: addr:as[:password[:multihop]],...")
 
 
 def run_manifest(args: argparse.Namespace) -> int:
@@ -144,8 +157,12 @@ def run_manifest(args: argparse.Namespace) -> int:
     if args.arp and election == "none":
         print("kvip manifest: --arp needs --leader-election or --svc-election", flush=True)
         return 2
-    options = ManifestOptions(kind=args.kind, namespace=args.namespace, image=args.image,
-                              mode="arp" if args.arp else "table", interface=args.interface, election=election,
-                              routing_table_id=args.routing_table_id)
+    if args.bgp and (args.arp or not args.bgp_peers):
+        print("kvip manifest: --bgp needs --bgp-peers and excludes --arp", flush=True)
+        return 2
+    mode = "arp" if args.arp else "bgp" if args.bgp else "table"
+    options = ManifestOptions(kind=args.kind, namespace=args.namespace, image=args.image, mode=mode,
+                              interface=args.interface, election=election, routing_table_id=args.routing_table_id,
+                              bgp_as=args.bgp_as, bgp_peers=args.bgp_peers)
     print(to_yaml(manifests(options)), end="")
     return 0
