@@ -16,6 +16,7 @@ import pytest
 
 from kvip.lab.bgp_router import BirdRouter, LabRouter, RouterPath, bgp_agent_env
 from kvip.lab.cluster import LabCluster, LabError
+from kvip.lab.netns import run_in_netns
 from kvip.lab.objects import Endpoint, endpoint_slice, load_balancer_service
 
 pytestmark = pytest.mark.root
@@ -93,6 +94,15 @@ async def test_router_learns_vip_from_exactly_the_nodes_with_ready_endpoints_as_
     while bgp.router.fib().get(PREFIX) != {"node-a", "node-b"}:
         assert time.monotonic() < deadline, bgp.router.fib()
         await asyncio.sleep(0.05)
+    while 'kvip_bgp_session_up{peer="10.250.0.1:65000"} 1.0' not in (text := metrics(bgp, "node-a")):
+        assert time.monotonic() < deadline + 5, text
+        await asyncio.sleep(0.2)
+    assert 'kvip_drift_items{backend="bgp"} 0.0' in text
+    assert 'kvip_bgp_speaker_restarts_total 0.0' in text
+
+
+def metrics(lab: BgpLab, node: str) -> str:
+    return run_in_netns(lab.cluster.node(node).netns, ["curl", "-s", "http://127.0.0.1:2112/metrics"]).stdout
 
 
 async def test_endpoint_move_and_service_deletion_reach_the_router_within_a_second(bgp: BgpLab) -> None:
