@@ -251,3 +251,36 @@ async def test_bfd_and_graceful_restart_settings_reach_the_sessions(tmp_path: Pa
     finally:
         await cluster.stop()
         router.stop()
+
+
+async def test_frr_router_learns_the_ecmp_set_and_attributes_and_follows_moves(tmp_path: Path) -> None:
+    from kvip.lab.frr import FrrRouter
+
+    cluster = LabCluster(NODES, workdir=tmp_path, resync_period=3.0)
+    await cluster.start()
+    assert cluster.topology is not None
+    router = FrrRouter(cluster.topology, tmp_path, families=(4, 6))
+    router.start()
+    lab = BgpLab(cluster, router, (4, 6))
+    try:
+        web(lab, ["node-a", "node-b"], annotations={"kvip.io/bgp-communities": "65000:100",
+                                                    "kvip.io/bgp-large-communities": "65000:1:2"})
+        lab.start_agents()
+        await lab.wait_nodes(PREFIX, {"node-a", "node-b"}, timeout=15)
+        # FRR selected both paths (best + multipath): the ECMP set it would install.
+        assert (await asyncio.to_thread(router.selected))[PREFIX] == {"node-a", "node-b"}
+        path = (await asyncio.to_thread(router.rib))[PREFIX]["node-a"]
+        assert path.communities == {"65000:100"} and path.large_communities == {"65000:1:2"}
+
+        move_endpoints(lab, ["node-c"])
+        assert await lab.wait_nodes(PREFIX, {"node-c"}, timeout=1.0) <= 1.0
+
+        service = load_balancer_service("web6", vips=["fd00:96::20"], external_traffic_policy="Cluster")
+        service["spec"]["ipFamilies"] = ["IPv6"]
+        cluster.api.create(service)
+        cluster.api.create(endpoint_slice("web6", [Endpoint("fd00:244::7", "node-a")], address_type="IPv6"))
+        await lab.wait_nodes("fd00:96::20/128", set(NODES), family=6, timeout=5)
+        assert (await asyncio.to_thread(router.selected, 6))["fd00:96::20/128"] == set(NODES)
+    finally:
+        await cluster.stop()
+        router.stop()
