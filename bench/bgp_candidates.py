@@ -42,7 +42,7 @@ from typing import Any, Protocol
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from kvip.lab.bird import BirdProcess, router_config  # noqa: E402
-from kvip.lab.netns import popen_in_netns  # noqa: E402
+from kvip.lab.netns import popen_in_netns, stop_process  # noqa: E402
 from kvip.lab.topology import topology  # noqa: E402
 
 SPEAKERS = ("gobgp", "exabgp")
@@ -123,13 +123,7 @@ class Speaker(Protocol):
 
 
 def _stop(process: subprocess.Popen[Any] | None) -> None:
-    if process is not None and process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+    stop_process(process)
 
 
 class GoBgp:

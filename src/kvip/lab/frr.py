@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from kvip.lab.bgp_router import NODE_ASN, ROUTER_ASN, RouterPath, _node_by_address, peer_addresses
-from kvip.lab.netns import popen_in_netns
+from kvip.lab.netns import popen_in_netns, stop_process
 from kvip.lab.topology import Topology
 
 BGPD = "/usr/lib/frr/bgpd"
@@ -106,15 +106,8 @@ class FrrRouter:
                 time.sleep(0.1)
 
     def stop(self) -> None:
-        for process in (self._process, self._zebra):
-            if process is None or process.poll() is not None:
-                continue
-            process.terminate()
-            try:
-                process.wait(5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
+        stop_process(self._process)
+        stop_process(self._zebra)
         self._process = self._zebra = None
         if self.workdir.exists():
             self.logdir.mkdir(parents=True, exist_ok=True)

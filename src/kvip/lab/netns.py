@@ -51,3 +51,15 @@ def socket_in_netns(netns: str, host: str, port: int, *, backlog: int = 512) -> 
         return in_netns(netns, listen)
     except OSError as exc:
         raise NetnsError(f"cannot listen on {host}:{port} in {netns}: {exc}") from exc
+
+
+def stop_process(process: subprocess.Popen[Any] | None, timeout: float = 5.0) -> None:
+    """Terminate, then kill if it does not exit in time; a no-op for None or an exited process."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout)
