@@ -284,3 +284,28 @@ async def test_frr_router_learns_the_ecmp_set_and_attributes_and_follows_moves(t
     finally:
         await cluster.stop()
         router.stop()
+
+
+async def test_with_an_election_sigterm_is_make_before_break_the_router_never_loses_the_vip(bgp: BgpLab) -> None:
+    web(bgp, ["node-a", "node-b", "node-c"], policy="Cluster")
+    bgp.start_agents(svc_election="true", vip_leaseduration="3", vip_renewdeadline="2", vip_retryperiod="0.5")
+    await bgp.wait_router(lambda rib: len(rib.get(PREFIX, {})) == 1, timeout=15)
+    leader = next(iter((await asyncio.to_thread(bgp.router.rib))[PREFIX]))
+
+    samples: list[dict[str, RouterPath]] = []
+
+    async def sample() -> None:
+        while True:
+            paths = (await asyncio.to_thread(bgp.router.rib)).get(PREFIX, {})
+            samples.append(paths)
+            if paths and leader not in paths:
+                return
+            await asyncio.sleep(0.02)
+
+    sampler = asyncio.create_task(sample())
+    await bgp.cluster.stop_agent(leader)
+    await asyncio.wait_for(sampler, 15)
+    assert all(samples), "the router had no path for the VIP at some instant"
+    # While the old leader drained (GRACEFUL_SHUTDOWN), its successor was already announcing.
+    overlap = [s for s in samples if leader in s and len(s) == 2]
+    assert overlap and all("65535:0" in s[leader].communities for s in overlap)
