@@ -29,6 +29,7 @@ def main() -> int:
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--bound", type=float, default=10.0, help="seconds a quiet system may take to converge")
     parser.add_argument("--election", choices=["none", "service"], default="none")
+    parser.add_argument("--mode", choices=["table", "bgp"], default="table")
     args = parser.parse_args()
     seed = args.seed if args.seed is not None else random.randrange(2**31)
     print(f"seed {seed}", flush=True)
@@ -40,8 +41,8 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="kvip-chaos-") as tmp:
         report = asyncio.run(soak(Path(tmp), seed=seed, faults=args.faults, nodes=args.nodes, bound=args.bound,
-                                  election=args.election, progress=progress))
-    summary = write_report(report, RESULTS / f"chaos-{args.election}.json")
+                                  election=args.election, mode=args.mode, progress=progress))
+    summary = write_report(report, RESULTS / f"chaos-{args.mode}-{args.election}.json")
     summary["wall_seconds"] = round(time.monotonic() - started, 1)
     print(json.dumps(summary, indent=2))
     return 0 if not summary["violations"] and not summary["foreign_routes_touched"] else 1

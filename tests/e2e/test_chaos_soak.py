@@ -26,3 +26,13 @@ async def test_per_service_election_soak_keeps_each_vip_on_exactly_its_eligible_
     summary = report.summary()
     assert summary["violations"] == []
     assert summary["foreign_routes_touched"] == 0
+
+
+async def test_bgp_mode_soak_router_rib_follows_the_cluster_and_nothing_stays_draining(tmp_path: Path) -> None:
+    # Speakers killed or emptied by hand, the router restarted, agents killed: the router's RIB must equal
+    # what the cluster says at every quiet point, with no GRACEFUL_SHUTDOWN left behind.
+    report = await soak(tmp_path, seed=6, faults=50, bound=10.0, mode="bgp")
+    summary = report.summary()
+    assert summary["violations"] == []
+    assert summary["foreign_routes_touched"] == 0
+    assert {"route-tamper", "bird-restart", "agent-kill"} <= set(summary["by_kind"])

@@ -1,7 +1,8 @@
 """Randomized soak: seeded faults against real agents, judged by an independent checker.
 
 Each episode injects one fault (endpoint moves, service churn, a 403 window, watch cuts, dropped events,
-history compaction, agent kill -9, route tampering, BIRD or API restart), then lets the system go quiet
+history compaction, agent kill -9, route tampering, BIRD or API restart; in BGP mode the tampering hits
+the agent's own speaker: killed, or emptied and reloaded by hand), then lets the system go quiet
 and times how long until every node's table 198 and the router's RIB equal what the cluster says. The
 checker computes that expectation itself from the stand-in's objects — it never imports `decide()` —
 so a bug shared by the agent and its own logic cannot hide. A foreign route planted in every node's
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import signal
 import statistics
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kvip.lab.bgp_router import BgpModeFabric
 from kvip.lab.cluster import LabCluster
 from kvip.lab.fabric import BgpFabric
 from kvip.lab.objects import endpoint_slice, load_balancer_service
@@ -112,9 +115,11 @@ def expected_routes(lab: LabCluster, nodes: tuple[str, ...]) -> dict[str, set[st
 
 
 class Chaos:
-    def __init__(self, lab: LabCluster, fabric: BgpFabric | None, *, seed: int, services: int = 6,
+    def __init__(self, lab: LabCluster, fabric: BgpFabric | BgpModeFabric | None, *, seed: int, services: int = 6,
                  bound: float = 10.0, election: str = "none") -> None:
         self.election = election
+        # BGP mode: the agents are the speakers; what they advertise is read at the router only.
+        self.bgp = isinstance(fabric, BgpModeFabric)
         self.lab = lab
         self.fabric = fabric
         self.rng = random.Random(seed)
@@ -194,9 +199,14 @@ class Chaos:
         await self.lab.stop_agent(node, sig=signal.SIGKILL)
         self._move()
         await asyncio.sleep(self.rng.uniform(0.1, 1.0))
-        self.lab.start_agent(node)
+        self.start_agent(node)
+
+    def start_agent(self, node: str) -> None:
+        self.lab.start_agent(node, env=self.fabric.agent_env(node) if isinstance(self.fabric, BgpModeFabric) else None)
 
     def _tamper(self) -> None:
+        if isinstance(self.fabric, BgpModeFabric):
+            return self._tamper_speaker()
         node = self.lab.node(self.rng.choice(self.nodes)).netns
         if self.rng.random() < 0.5:
             subprocess.run(["ip", "-n", node, "route", "flush", "table", "198", "proto", "248"], capture_output=True)
@@ -204,11 +214,25 @@ class Chaos:
             subprocess.run(["ip", "-n", node, "route", "add", f"10.96.8.{self.rng.randint(1, 250)}/32", "dev", "lo",
                             "table", "198", "proto", "248"], capture_output=True)
 
+    def _tamper_speaker(self) -> None:
+        """Kill a node's BIRD, or empty its announcements and reload it behind kvip's back."""
+        run_dir = self.lab.workdir / f"bgp-{self.rng.choice(self.nodes)}"
+        try:
+            if self.rng.random() < 0.5:
+                os.kill(int((run_dir / "bird.pid").read_text()), signal.SIGKILL)
+            else:
+                (run_dir / "vips4.conf").write_text("# emptied by the soak\n")
+                subprocess.run(["birdc", "-s", str(run_dir / "bird.ctl"), "configure"], capture_output=True,
+                               timeout=10)
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            pass  # the speaker is restarting from an earlier fault: nothing to tamper with right now
+
     async def _bird_restart(self) -> None:
-        if self.fabric is None or self.fabric.router is None:
+        router = self.fabric.router if self.fabric is not None else None
+        if router is None:
             return self._move()
-        await asyncio.to_thread(self.fabric.router.stop)
-        await asyncio.to_thread(self.fabric.router.start)
+        await asyncio.to_thread(router.stop)
+        await asyncio.to_thread(router.start)
 
     async def _api_restart(self) -> None:
         await self.lab.api.stop()
@@ -240,14 +264,14 @@ class Chaos:
     async def converge(self, kind: str) -> float | None:
         start = time.monotonic()
         while True:
-            have = {n: self.lab.routes(n) for n in self.nodes}
+            have = self._router_view() if self.bgp else {n: self.lab.routes(n) for n in self.nodes}
             wrong: list[str] = []
             if self.election == "service":
                 wrong = per_service_violations(self.lab, self.nodes, have)
                 want = have if not wrong else {}
             else:
                 want = expected_routes(self.lab, self.nodes)
-            router_ok = self._router_matches(want) if want else False
+            router_ok = (self._no_draining_paths() if self.bgp else self._router_matches(want)) if want else False
             if have == want and router_ok:
                 took = time.monotonic() - start
                 self.report.convergence[kind].append(took)
@@ -258,6 +282,27 @@ class Chaos:
                                               f"router ok={router_ok} {'; '.join(wrong)}")
                 return None
             await asyncio.sleep(0.02)
+
+    def _router_view(self) -> dict[str, set[str]]:
+        """node → prefixes the router has a path for from that node (BGP mode's only observable)."""
+        view: dict[str, set[str]] = {n: set() for n in self.nodes}
+        try:
+            rib = self.fabric.ecmp() if self.fabric is not None else {}
+        except Exception:
+            return {}
+        for prefix, nodes in rib.items():
+            for node in nodes & set(self.nodes):
+                view[node].add(prefix)
+        return view
+
+    def _no_draining_paths(self) -> bool:
+        """Nothing in the soak drains (no SIGTERM, no cordon): GRACEFUL_SHUTDOWN at a quiet point is a bug."""
+        assert isinstance(self.fabric, BgpModeFabric)
+        try:
+            rib = self.fabric.router.rib(4)
+        except Exception:
+            return False
+        return not any("65535:0" in path.communities for paths in rib.values() for path in paths.values())
 
     def _router_matches(self, want: dict[str, set[str]]) -> bool:
         if self.fabric is None or self.fabric.router is None:
@@ -284,14 +329,15 @@ class Chaos:
 
 
 async def soak(workdir: Path, *, seed: int, faults: int, nodes: int = 3, bound: float = 10.0,
-               election: str = "none",
+               election: str = "none", mode: str = "table",
                progress: Callable[[int, str, float | None], None] | None = None) -> ChaosReport:
     names = tuple(f"node-{chr(ord('a') + i)}" for i in range(nodes))
     env = {"svc_election": "true", "vip_leaseduration": "3", "vip_renewdeadline": "2",
            "vip_retryperiod": "0.5"} if election == "service" else {}
     async with LabCluster(names, workdir=workdir, resync_period=3.0, agent_env=env) as lab:
         assert lab.topology is not None
-        fabric = BgpFabric(lab.topology, workdir)
+        fabric: BgpFabric | BgpModeFabric = (BgpModeFabric(lab.topology, workdir) if mode == "bgp"
+                                             else BgpFabric(lab.topology, workdir))
         await asyncio.to_thread(fabric.start)
         try:
             chaos = Chaos(lab, fabric, seed=seed, bound=bound, election=election)
@@ -299,7 +345,7 @@ async def soak(workdir: Path, *, seed: int, faults: int, nodes: int = 3, bound: 
             for name in chaos.services:
                 chaos.create_service(name)
             for name in names:
-                lab.start_agent(name)
+                chaos.start_agent(name)
             await lab.wait_agents_ready(timeout=30)
             deadline = time.monotonic() + 30
             while fabric.established() != set(names):
