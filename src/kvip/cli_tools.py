@@ -42,6 +42,14 @@ def run_status(args: argparse.Namespace) -> int:
         services.add_row(name, ", ".join(s["vips"]) or "-", "yes" if s["advertised"] else "no", s["reason"],
                          ", ".join(s["localEndpoints"]) or "-", s["lastKnownGoodEndpoint"] or "-")
     console.print(services)
+    bgp = doc.get("backends", {}).get("bgp")
+    if bgp:
+        sessions = Table("BGP peer", "session")
+        for peer, state in bgp["sessions"].items():
+            sessions.add_row(peer, state)
+        console.print(sessions)
+        console.print(f"speaker running {bgp['speakerRunning']}, restarts {bgp['speakerRestarts']}, "
+                      f"announcing {bgp['announced']} prefix(es); {bgp['runDir']}")
     if doc["problems"]:
         problems = Table("service", "problem", "message")
         for p in doc["problems"]:

@@ -45,6 +45,8 @@ def status_document(agent: Agent) -> dict[str, Any]:
             {"service": str(p.service), "reason": p.reason, "message": p.message}
             for p in (desired.problems if desired else ())
         ],
+        # Backend-specific state an operator needs (BGP: sessions and speaker restarts).
+        "backends": {b.name: b.status() for b in agent.backends if hasattr(b, "status")},
         "lastPass": None if result is None else {
             "startedAt": result.started_at, "durationSeconds": result.duration,
             "reasons": dict(result.reasons), "error": result.error,

@@ -263,6 +263,11 @@ class BgpSpeaker:
     def collector(self) -> BgpCollector:
         return BgpCollector(self)
 
+    def status(self) -> dict[str, object]:
+        return {"speakerRunning": self.running, "speakerRestarts": self.restarts,
+                "sessions": {str(peer): self.sessions.get(str(peer), "unknown") for peer in self._peers.values()},
+                "announced": len(self._intended), "runDir": str(self.run_dir)}
+
 
 def interface_addresses(interface: str | None) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
     """Global addresses of one interface (or of all), in the kernel's order."""
