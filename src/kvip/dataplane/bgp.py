@@ -19,6 +19,7 @@ import ctypes
 import ipaddress
 import logging
 import os
+import re
 import signal
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
@@ -43,6 +44,7 @@ from kvip.model import DesiredState
 log = logging.getLogger("kvip.bgp")
 
 _PR_SET_PDEATHSIG = 1
+_OUR_PROTOCOL = re.compile(rf"\b({STATIC_V4}|{STATIC_V6})\b")
 _BGP_STATES = {"Idle", "Connect", "Active", "OpenSent", "OpenConfirm", "Established", "Close"}
 
 
@@ -73,6 +75,7 @@ class BgpSpeaker:
         self._hints: asyncio.Queue[None] = asyncio.Queue()
         self._start_lock = asyncio.Lock()
         self._closed = False
+        self._own_reconfigures = 0  # "Reconfigured" log lines still expected from our own configure
         self.restarts = 0
         self.sessions: dict[str, str] = {}  # peer → BGP state ("Established", "Active", ...)
         self._peers = peer_protocols(settings)
@@ -108,11 +111,16 @@ class BgpSpeaker:
             self._write_routes(intended)
             self._intended = intended
             await self._ensure_running()
+            self._own_reconfigures += 1
             reply = await self.control.command("configure")
         except (OSError, DataplaneError, BirdControlError) as exc:
             raise ApplyError({item: str(exc) for item in add | remove}) from exc
         if not any("Reconfigured" in line or "in progress" in line for line in reply):
             raise ApplyError({item: " ".join(reply) for item in add | remove})
+        # A reconfigure does not undo `birdc disable kvip4`: our protocols must be up to announce.
+        for protocol in (STATIC_V4, STATIC_V6):
+            with contextlib.suppress(BirdControlError):
+                await self.control.command(f"enable {protocol}")
 
     async def changes(self) -> AsyncIterator[None]:
         while True:
@@ -221,9 +229,19 @@ class BgpSpeaker:
                 os.kill(pid, signal.SIGKILL)
 
     async def _pump_log(self, process: asyncio.subprocess.Process) -> None:
+        """BIRD's log into ours, and the speaker's netlink: a reconfiguration kvip did not ask for, or a
+        state change of kvip's static protocols (`birdc disable kvip4`), wakes the reconciler at once."""
         assert process.stderr is not None
         async for raw in process.stderr:
-            log.info("bird: %s", raw.decode(errors="replace").rstrip())
+            line = raw.decode(errors="replace").rstrip()
+            log.info("bird: %s", line)
+            if line.endswith("Reconfigured"):
+                if self._own_reconfigures > 0:
+                    self._own_reconfigures -= 1
+                else:
+                    self._hints.put_nowait(None)
+            elif _OUR_PROTOCOL.search(line):  # "Disabling protocol kvip4", "kvip6: Shutting down", ...
+                self._hints.put_nowait(None)
 
     async def _poll_sessions(self) -> None:
         states: dict[str, str] = {}
