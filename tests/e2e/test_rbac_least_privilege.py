@@ -84,3 +84,25 @@ async def test_election_and_arp_modes_run_on_their_generated_rules(lab: LabClust
         assert time.monotonic() < deadline, lab.agent_log("node-a")[-2000:]
         await asyncio.sleep(0.1)
     assert "forbidden" not in lab.agent_log("node-a").lower()
+
+
+async def test_bgp_mode_runs_on_the_same_generated_rules(lab: LabCluster) -> None:
+    from kvip.lab.bgp_router import BirdRouter, bgp_agent_env
+
+    assert lab.topology is not None
+    router = BirdRouter(lab.topology, lab.workdir)
+    router.start()
+    try:
+        lab.api.set_allowed("node-a", RULES)
+        lab.start_agent("node-a", env=bgp_agent_env(lab.topology, "node-a", lab.workdir))
+        deadline = time.monotonic() + 15
+        while True:
+            announced = "node-a" in (await asyncio.to_thread(router.rib)).get("10.96.0.10/32", {})
+            written = lab.api.get("services", "web", "default")["status"]["loadBalancer"].get("ingress")
+            if announced and written:
+                break
+            assert time.monotonic() < deadline, lab.agent_log("node-a")[-2000:]
+            await asyncio.sleep(0.1)
+        assert "forbidden" not in lab.agent_log("node-a").lower()
+    finally:
+        router.stop()
