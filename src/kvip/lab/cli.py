@@ -150,17 +150,20 @@ async def _play(lab, fabric, step: Step, timeout: float, out: _Output,  # type: 
                 kernel: bool = True) -> StepResult:
     result = StepResult(step)
     # BGP mode has no kernel routes to wait for: the router's RIB is the only truth.
-    want_routes = {n: ({DEMO_ROUTE} if n in step.advertising and kernel else set()) for n in NODES}
+    want_routes = {n: ({DEMO_ROUTE} if n in step.advertising else set()) for n in NODES}
     out.step(step)
     t0 = time.monotonic()
     step.action(lab)
     view = LabView(title=step.title)
     try:
         while True:
-            view.routes = lab.all_routes()
-            view.ecmp = fabric.ecmp().get(DEMO_ROUTE, frozenset())
+            rib = fabric.ecmp()
+            view.ecmp = rib.get(DEMO_ROUTE, frozenset())
+            # BGP mode has no kernel table: show what each node announces, as the router sees it.
+            view.routes = (lab.all_routes() if kernel
+                           else {n: {p for p, nodes in rib.items() if n in nodes} for n in NODES})
             now = time.monotonic() - t0
-            if result.kernel_seconds is None and view.routes == want_routes:
+            if result.kernel_seconds is None and (view.routes == want_routes or not kernel):
                 result.kernel_seconds = now
             if result.router_seconds is None and result.kernel_seconds is not None and view.ecmp == step.advertising:
                 result.router_seconds = now
@@ -226,7 +229,7 @@ class _Output:
 
         table = Table(title=view.title)
         table.add_column("node")
-        table.add_column("table 198 (proto 248)")
+        table.add_column("announced (router RIB)" if self.bgp else "table 198 (proto 248)")
         table.add_column("router sends here")
         table.add_column("drift")
         for node in NODES:
