@@ -324,3 +324,15 @@ async def test_with_an_election_sigterm_is_make_before_break_the_router_never_lo
     # While the old leader drained (GRACEFUL_SHUTDOWN), its successor was already announcing.
     overlap = [s for s in samples if leader in s and len(s) == 2]
     assert overlap and all("65535:0" in s[leader].communities for s in overlap)
+
+
+async def test_agent_started_on_an_already_cordoned_node_announces_nothing_not_even_draining(bgp: BgpLab) -> None:
+    web(bgp, ["node-a", "node-b"])
+    bgp.cluster.api.patch("nodes", "node-a", {"spec": {"unschedulable": True}})
+    bgp.start_agents("node-a", "node-b")
+    seen: set[str] = set()
+    deadline = time.monotonic() + 6.0  # sessions up (~1 s) plus well over the drain time (1 s)
+    while time.monotonic() < deadline:
+        seen |= set((await asyncio.to_thread(bgp.router.rib)).get(PREFIX, {}))
+        await asyncio.sleep(0.02)
+    assert seen == {"node-b"}
