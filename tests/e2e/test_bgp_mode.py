@@ -336,3 +336,30 @@ async def test_agent_started_on_an_already_cordoned_node_announces_nothing_not_e
         seen |= set((await asyncio.to_thread(bgp.router.rib)).get(PREFIX, {}))
         await asyncio.sleep(0.02)
     assert seen == {"node-b"}
+
+
+async def test_bgp_sourceip_is_the_session_source_and_the_next_hop(tmp_path: Path) -> None:
+    from kvip.lab.bird import BirdProcess, router_config
+
+    cluster = LabCluster(NODES[:1], workdir=tmp_path, resync_period=3.0)
+    await cluster.start()
+    assert cluster.topology is not None
+    source = "10.250.0.111"
+    run_in_netns(cluster.node("node-a").netns, ["ip", "addr", "add", f"{source}/16", "dev", "eth0"])
+    router = BirdProcess(cluster.topology.router_netns, tmp_path / "router",
+                         router_config(router_id="10.250.0.1", asn=65000, peers=[(source, 65101)]))
+    router.start()
+    try:
+        web(BgpLab(cluster, None, (4,)), ["node-a"])  # type: ignore[arg-type]
+        cluster.start_agent("node-a", env=bgp_agent_env(cluster.topology, "node-a", tmp_path,
+                                                        extra={"bgp_sourceip": source}))
+        deadline = time.monotonic() + 15
+        while not [p for p in await asyncio.to_thread(router.paths) if p.prefix == PREFIX]:
+            assert time.monotonic() < deadline, cluster.agent_log("node-a")[-2000:]
+            await asyncio.sleep(0.1)
+        [path] = [p for p in router.paths() if p.prefix == PREFIX]
+        assert path.next_hop == source
+        assert router.established_peers() == {source}
+    finally:
+        await cluster.stop()
+        router.stop()
