@@ -87,6 +87,8 @@ class AgentConfig:
             respect_node_state=self.respect_node_state,
             drain_on_cordon=self.drain_on_cordon,
             bgp_attributes=self.mode is Mode.BGP,
+            address_families=(frozenset(p.address.version for p in self.bgp.peers)
+                              if self.mode is Mode.BGP and self.bgp else frozenset({4, 6})),
         )
 
 

@@ -56,6 +56,8 @@ class DecideConfig:
     drain_on_cordon: bool = False
     # Read the per-service BGP attribute annotations (BGP mode only: elsewhere they mean nothing).
     bgp_attributes: bool = False
+    # IP versions this node can advertise at all (BGP mode: those of its peers).
+    address_families: frozenset[int] = frozenset({4, 6})
 
 
 def decide(
@@ -78,6 +80,8 @@ def decide(
             continue
         vips, bad = service_vips(service)
         problems.extend(bad)
+        if any(v.version not in config.address_families for v in vips):
+            vips = unreachable_family(config, service, vips, problems)
         if config.bgp_attributes:
             problems.extend(service_attributes(service)[1])
         endpoints = snapshot.endpoints.get(key, ())
@@ -99,6 +103,18 @@ def decide(
             advertisement = replace(advertisement, attributes=attributes)
         advertisements[vip] = advertisement
     return DesiredState(advertisements, decisions, tuple(problems))
+
+
+def unreachable_family(config: DecideConfig, service: ServiceView, vips: tuple[IPAddress, ...],
+                       problems: list[BadInput]) -> tuple[IPAddress, ...]:
+    """Drop VIPs of a family no peer can carry, and say so (otherwise they would be 'advertised' nowhere)."""
+    kept = tuple(v for v in vips if v.version in config.address_families)
+    for vip in vips:
+        if vip not in kept:
+            problems.append(BadInput(service.key, "NoPeerForFamily",
+                                     f"VIP {vip} is IPv{vip.version} but no IPv{vip.version} BGP peer is configured; "
+                                     "not announced"))
+    return kept
 
 
 def service_interface(snapshot: ClusterSnapshot, owners: set[ServiceKey]) -> str | None:

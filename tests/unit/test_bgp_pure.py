@@ -206,3 +206,18 @@ def test_route_listing_parses_every_path_with_its_attributes() -> None:
     assert paths[0].communities == {"65000:100", "65535:0"}
     assert paths[0].large_communities == {"65000:1:2"}
     assert paths[0].local_pref == 100 and paths[1].local_pref is None
+
+
+def test_a_vip_of_a_family_no_peer_carries_is_reported_not_silently_advertised() -> None:
+    config = DecideConfig(node_name="n1", bgp_attributes=True, address_families=frozenset({4}))
+    dual = ServiceView(WEB, annotations={"kube-vip.io/loadbalancerIPs": "10.96.0.1,fd00:96::1"})
+    state = decide(config, snapshot(dual))
+    assert state.vips == {ipaddress.ip_address("10.96.0.1")}
+    [problem] = [p for p in state.problems if p.reason == "NoPeerForFamily"]
+    assert "fd00:96::1" in problem.message and "no IPv6 BGP peer" in problem.message
+
+
+def test_bgp_config_limits_families_to_those_of_its_peers() -> None:
+    config = load_config({"vip_nodename": "n1", "bgp_enable": "true", "bgp_as": "65101",
+                          "bgp_peers": "10.0.0.1:65000"})
+    assert config.decide_config().address_families == {4}
