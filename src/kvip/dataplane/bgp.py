@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import ipaddress
 import logging
 import os
@@ -50,6 +51,12 @@ _BGP_STATES = {"Idle", "Connect", "Active", "OpenSent", "OpenConfirm", "Establis
 
 def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+@functools.lru_cache(maxsize=65536)
+def _network(prefix: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """Memoized: the whole RIB is read back every pass, and parsing prefixes dominated it."""
+    return ipaddress.ip_network(prefix)
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -100,8 +107,7 @@ class BgpSpeaker:
         except BirdControlError as exc:
             raise DataplaneError(f"cannot read the BGP speaker: {exc}") from exc
         return frozenset(
-            Announcement(ipaddress.ip_network(path.prefix), path.communities, path.large_communities,
-                         path.local_pref)
+            Announcement(_network(path.prefix), path.communities, path.large_communities, path.local_pref)
             for path in parse_routes(lines)
         )
 

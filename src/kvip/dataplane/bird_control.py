@@ -32,56 +32,54 @@ class RoutePath:
     as_path: str = ""
 
 
-_HEAD = re.compile(r"^(?P<prefix>[0-9A-Fa-f.:]+/\d+)?\s+(?P<kind>[a-z]+)\s+\[(?P<proto>[^\s\]]+)[^\]]*\]\s*(?P<star>\*)?")
-_VIA = re.compile(r"^\s+via\s+(?P<hop>[0-9A-Fa-f.:]+)")
-_ATTR = re.compile(r"^\s+BGP\.(?P<name>\w+):\s*(?P<value>.*)$")
-
-
 def _pairs(text: str) -> frozenset[str]:
     return frozenset(":".join(p.strip() for p in m.split(",")) for m in re.findall(r"\(([^)]*)\)", text))
 
 
 def parse_routes(lines: Iterable[str]) -> list[RoutePath]:
-    """Paths from `show route [table X] [where ...] all` output, in order."""
+    """Paths from `show route [table X] [where ...] all` output, in order.
+
+    Plain string splitting, no regex per line: the BGP backend reads its whole RIB every pass.
+    """
     paths: list[RoutePath] = []
     current: dict[str, object] | None = None
     prefix: str | None = None
-
-    def flush() -> None:
+    for line in lines:
+        if not line or line.startswith(("Table ", "BIRD ")):
+            continue
+        if line[0] == "\t":
+            if current is None:
+                continue
+            text = line[1:]
+            if text.startswith("via "):
+                current.setdefault("next_hop", text.split()[1])
+            elif text.startswith("BGP."):
+                name, _, value = text[4:].partition(":")
+                value = value.strip()
+                if name == "next_hop":
+                    current["next_hop"] = value.split()[0]
+                elif name == "community":
+                    current["communities"] = _pairs(value)
+                elif name == "large_community":
+                    current["large_communities"] = _pairs(value)
+                elif name == "local_pref":
+                    current["local_pref"] = int(value)
+                elif name == "as_path":
+                    current["as_path"] = value
+            continue
+        fields = line.split()
+        if line[0] != " ":
+            if "/" not in fields[0] or len(fields) < 3:
+                continue
+            prefix, fields = fields[0], fields[1:]
+        if prefix is None or len(fields) < 2 or not fields[1].startswith("["):
+            continue
         if current is not None:
             paths.append(RoutePath(**current))  # type: ignore[arg-type]
-
-    for line in lines:
-        if not line.strip() or line.startswith("Table ") or line.startswith("BIRD "):
-            continue
-        head = _HEAD.match(line)
-        if head and (head.group("prefix") or line.startswith(" ")) and not line.startswith("\t"):
-            flush()
-            prefix = head.group("prefix") or prefix
-            current = {"prefix": prefix, "protocol": head.group("proto"), "kind": head.group("kind"),
-                       "primary": head.group("star") is not None}
-            continue
-        if current is None:
-            continue
-        via = _VIA.match(line)
-        if via:
-            current.setdefault("next_hop", via.group("hop"))
-            continue
-        attr = _ATTR.match(line)
-        if not attr:
-            continue
-        name, value = attr.group("name"), attr.group("value").strip()
-        if name == "next_hop":
-            current["next_hop"] = value.split()[0]
-        elif name == "community":
-            current["communities"] = _pairs(value)
-        elif name == "large_community":
-            current["large_communities"] = _pairs(value)
-        elif name == "local_pref":
-            current["local_pref"] = int(value)
-        elif name == "as_path":
-            current["as_path"] = value
-    flush()
+        current = {"prefix": prefix, "protocol": fields[1][1:].rstrip("]"), "kind": fields[0],
+                   "primary": "*" in fields[2:]}
+    if current is not None:
+        paths.append(RoutePath(**current))  # type: ignore[arg-type]
     return paths
 
 
