@@ -321,9 +321,12 @@ async def test_with_an_election_sigterm_is_make_before_break_the_router_never_lo
     await bgp.cluster.stop_agent(leader)
     await asyncio.wait_for(sampler, 15)
     assert all(samples), "the router had no path for the VIP at some instant"
-    # While the old leader drained (GRACEFUL_SHUTDOWN), its successor was already announcing.
-    overlap = [s for s in samples if leader in s and len(s) == 2]
-    assert overlap and all("65535:0" in s[leader].communities for s in overlap)
+    # The successor was already announcing while the old leader was still there (make-before-break), and the
+    # old leader's last path carried GRACEFUL_SHUTDOWN (it drained rather than vanished).
+    timeline = [{n: "65535:0" in p.communities for n, p in s.items()} for s in samples]
+    assert any(leader in s and len(s) == 2 for s in samples), (leader, timeline)
+    last = [s for s in samples if leader in s][-1]
+    assert "65535:0" in last[leader].communities, (leader, timeline)
 
 
 async def test_agent_started_on_an_already_cordoned_node_announces_nothing_not_even_draining(bgp: BgpLab) -> None:
