@@ -1,4 +1,4 @@
-"""Announce/withdraw latency of two candidate BGP speakers, as seen in a real BIRD 2 router's RIB.
+"""Announce/withdraw latency of the candidate BGP speakers, as seen in a real BIRD 2 router's RIB.
 
 What it measures: for each of N /32 VIPs (10.96.x.y), one at a time, the wall time from "tell the
 speaker to announce" until the prefix is in the router's `master4` table, then from "tell it to
@@ -8,21 +8,23 @@ speaker on stdout; side figures (e.g. how long the GoBGP CLI itself takes) go to
 Why: the agent needs a BGP speaker it can drive per VIP. The candidates are driven the way the
 agent would drive them, so the numbers include the control path, not just BGP propagation:
 
+* bird:   kvip's choice: its own BIRD 2 with kvip's generated config; each change is the include file
+  rewritten and `configure` sent on the control socket (what the BGP backend does, minus its read-back).
 * gobgp:  `gobgpd` in the node namespace; each change is one `ip netns exec <node> gobgp -p PORT
   global rib add|del ...` invocation (process start + gRPC call), timed from spawn.
 * exabgp: `exabgp` in the node namespace with an API `process` that relays lines from a FIFO;
   each change is one `announce|withdraw route ... next-hop self` line written into the FIFO.
 
-The router is BIRD 2 (kvip.lab.bird.router_config, fast timers) in the lab router namespace. Its
-control socket is opened once and polled every ~2 ms, so a figure near 2.2 ms means "within one
-poll" (--poll-ms 0 busy-polls for sub-ms resolution). One untimed warm-up pair first. As root:
+The router is BIRD 2 (kvip.lab.bird.router_config) in the lab router namespace, its control socket
+polled every ~2 ms (--poll-ms 0 busy-polls for sub-ms resolution). One untimed warm-up pair. As root:
 
-    python3 bench/bgp_candidates.py [--vips 100] [--only gobgp|exabgp] [--poll-ms 2]
+    python3 bench/bgp_candidates.py [--vips 100] [--only bird|gobgp|exabgp] [--poll-ms 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import math
 import os
@@ -41,11 +43,14 @@ from typing import Any, Protocol
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from kvip.bgp_settings import BgpPeer, BgpSettings  # noqa: E402
+from kvip.dataplane.bird_config import Announcement, routes_file, routes_path, speaker_config  # noqa: E402
+from kvip.dataplane.bird_control import reply_text  # noqa: E402
 from kvip.lab.bird import BirdProcess, router_config  # noqa: E402
 from kvip.lab.netns import popen_in_netns, stop_process  # noqa: E402
 from kvip.lab.topology import topology  # noqa: E402
 
-SPEAKERS = ("gobgp", "exabgp")
+SPEAKERS = ("bird", "gobgp", "exabgp")
 ROUTER_ASN = 65000
 NODE_ASN = 65101
 POLL_S = 0.002
@@ -79,12 +84,11 @@ class BirdSocket:
     def query(self, command: str) -> list[str]:
         """The reply's text lines, codes stripped, continuation lines (leading space) included."""
         self._sock.sendall(command.encode() + b"\n")
-        lines: list[str] = []
+        raw: list[str] = []
         while True:
-            line = self._line()
-            lines.append(line[1:] if line.startswith(" ") else line[5:])
-            if _REPLY_END.match(line):
-                return lines
+            raw.append(self._line())
+            if _REPLY_END.match(raw[-1]):
+                return reply_text(raw)
 
     def prefixes(self, table: str = "master4") -> set[str]:
         return {m.group(1) for line in self.query(f"show route table {table}") if (m := _PREFIX.match(line))}
@@ -206,6 +210,59 @@ while True:
 """
 
 
+class KvipBird:
+    """kvip's choice, driven the way `BgpSpeaker.apply` drives it (minus the read-back): its own BIRD with
+    kvip's generated config; a change = the include file rewritten + `configure` on the control socket."""
+
+    def __init__(self, netns: str, workdir: Path, address: str, router: str) -> None:
+        self.netns = netns
+        self.settings = BgpSettings(asn=NODE_ASN, peers=(BgpPeer(ipaddress.ip_address(router), ROUTER_ASN),),
+                                    router_id=address, run_dir=str(workdir / "speaker"))
+        self.run_dir = Path(self.settings.run_dir)
+        self._announced: set[str] = set()
+        self._daemon: subprocess.Popen[Any] | None = None
+        self._control: BirdSocket | None = None
+
+    def start(self) -> None:
+        self.run_dir.mkdir(parents=True)
+        self._write()
+        config, socket_path = self.run_dir / "bird.conf", self.run_dir / "bird.ctl"
+        config.write_text(speaker_config(self.settings, router_id=str(self.settings.router_id), run_dir=self.run_dir))
+        with open(self.run_dir / "bird.out", "ab") as out:
+            self._daemon = popen_in_netns(self.netns, [self.settings.bird_path, "-f", "-c", str(config), "-s",
+                                                       str(socket_path), "-P", str(self.run_dir / "bird.pid")],
+                                          stdout=out, stderr=subprocess.STDOUT)
+        wait_until(socket_path.exists, SESSION_TIMEOUT_S, "kvip's BIRD control socket")
+        self._control = BirdSocket(socket_path)
+
+    def _write(self) -> None:
+        announcements = frozenset(Announcement(ipaddress.ip_network(p)) for p in self._announced)
+        for version in (4, 6):
+            routes_path(self.run_dir, version).write_text(routes_file(announcements, version))
+
+    def _change(self) -> None:
+        assert self._control is not None
+        self._write()
+        if not any("Reconfigured" in line for line in self._control.query("configure")):
+            raise RuntimeError("kvip's BIRD did not reconfigure")
+
+    def announce(self, prefix: str) -> None:
+        self._announced.add(prefix)
+        self._change()
+
+    def withdraw(self, prefix: str) -> None:
+        self._announced.discard(prefix)
+        self._change()
+
+    def settle(self) -> None:  # `configure` already returned
+        if self._daemon is not None and self._daemon.poll() is not None:
+            raise RuntimeError(f"bird exited with {self._daemon.returncode}")
+
+    def stop(self) -> None:
+        self._control.close() if self._control is not None else None
+        _stop(self._daemon)
+
+
 class ExaBgp:
     """exabgp in the foreground; its API process relays lines the bench writes into a FIFO."""
 
@@ -288,7 +345,7 @@ def measure(speaker: str, vips: int = 100, poll_s: float = POLL_S) -> dict[str, 
         node = topo.nodes[0]
         bird = BirdProcess(topo.router_netns, workdir / "bird", router_config(
             router_id=str(topo.router_address), asn=ROUTER_ASN, peers=[(str(node.address), NODE_ASN)]))
-        cls = GoBgp if speaker == "gobgp" else ExaBgp
+        cls = {"bird": KvipBird, "gobgp": GoBgp, "exabgp": ExaBgp}[speaker]
         driver: Speaker = cls(node.netns, workdir, str(node.address), str(topo.router_address))
         control: BirdSocket | None = None
         try:
@@ -332,8 +389,7 @@ def main() -> None:
     parser.add_argument("--only", choices=SPEAKERS)
     parser.add_argument("--poll-ms", type=float, default=POLL_S * 1000, help="router RIB poll interval")
     args = parser.parse_args()
-    # SIGTERM/SIGHUP unwind like ^C so every `finally` stops daemons and removes namespaces.
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    for sig in (signal.SIGTERM, signal.SIGHUP):  # unwind like ^C: every `finally` cleans up
         signal.signal(sig, lambda signum, _frame: sys.exit(128 + signum))
     for speaker in [args.only] if args.only else SPEAKERS:
         print(json.dumps(measure(speaker, args.vips, args.poll_ms / 1000)), flush=True)

@@ -46,6 +46,8 @@ class BgpSettings:
 
 
 def _asn(text: str) -> int:
+    if not text.strip().isdigit():
+        raise ValueError(f"{text!r} is not an AS number")
     value = int(text)
     if not 1 <= value <= 2**32 - 1:
         raise ValueError(f"AS {value} is outside 1..4294967295")

@@ -78,16 +78,21 @@ async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> float:
     return loop.time() - start
 
 
+def contender(clients: Callable[[str], AsyncClient], name: str, *, want: bool = True) -> LeaseElector:
+    """An elector for `name` with the fast timing, wanting the one test Lease unless told not to."""
+    elector = LeaseElector(clients(name), identity=name, timing=FAST, on_change=lambda: None)
+    if want:
+        elector.want([KEY])
+    return elector
+
+
 def holder_of(api: StandIn, key: LeaseKey = KEY) -> str | None:
     return api.get("leases", key.name, key.namespace)["spec"].get("holderIdentity")
 
 
 async def test_two_nodes_contending_for_one_lease_never_both_hold_it(
         clients: Callable[[str], AsyncClient], api: StandIn) -> None:
-    a = LeaseElector(clients("node-a"), identity="node-a", timing=FAST, on_change=lambda: None)
-    b = LeaseElector(clients("node-b"), identity="node-b", timing=FAST, on_change=lambda: None)
-    a.want([KEY])
-    b.want([KEY])
+    a, b = contender(clients, "node-a"), contender(clients, "node-b")
     async with running(a, b):
         await until(lambda: bool(a.held() or b.held()))
         for _ in range(100):  # 2 s: many renewals and lease durations
@@ -99,8 +104,7 @@ async def test_two_nodes_contending_for_one_lease_never_both_hold_it(
 
 async def test_the_lease_is_written_the_way_kube_vip_and_client_go_read_it(
         clients: Callable[[str], AsyncClient], api: StandIn) -> None:
-    a = LeaseElector(clients("node-a"), identity="node-a", timing=FAST, on_change=lambda: None)
-    a.want([KEY])
+    a = contender(clients, "node-a")
     async with running(a):
         await until(lambda: bool(a.held()))
     spec = api.get("leases", KEY.name, KEY.namespace)["spec"]
@@ -113,9 +117,7 @@ async def test_the_lease_is_written_the_way_kube_vip_and_client_go_read_it(
 
 async def test_clean_stop_hands_the_lease_over_within_one_retry_period(
         clients: Callable[[str], AsyncClient], api: StandIn) -> None:
-    a = LeaseElector(clients("node-a"), identity="node-a", timing=FAST, on_change=lambda: None)
-    b = LeaseElector(clients("node-b"), identity="node-b", timing=FAST, on_change=lambda: None)
-    a.want([KEY])
+    a, b = contender(clients, "node-a"), contender(clients, "node-b", want=False)
     async with running(a):
         await until(lambda: bool(a.held()))
         b.want([KEY])
@@ -164,8 +166,7 @@ async def test_holder_cut_off_from_leases_fences_itself_before_the_other_can_acq
 async def test_holder_that_can_still_renew_but_not_list_keeps_the_lease(
         clients: Callable[[str], AsyncClient], api: StandIn) -> None:
     # A blind renewal is safe: the resourceVersion we last wrote only matches if nobody else wrote.
-    a = LeaseElector(clients("node-a"), identity="node-a", timing=FAST, on_change=lambda: None)
-    a.want([KEY])
+    a = contender(clients, "node-a")
     async with running(a):
         await until(lambda: bool(a.held()))
         api.deny("leases", ("list",), user="node-a")
@@ -268,10 +269,7 @@ async def test_a_renewal_that_loses_a_race_drops_the_lease_and_waits_out_the_win
 
 async def test_unwanted_lease_is_released_at_once_and_the_other_node_takes_it(
         clients: Callable[[str], AsyncClient], api: StandIn) -> None:
-    a = LeaseElector(clients("node-a"), identity="node-a", timing=FAST, on_change=lambda: None)
-    b = LeaseElector(clients("node-b"), identity="node-b", timing=FAST, on_change=lambda: None)
-    a.want([KEY])
-    b.want([KEY])
+    a, b = contender(clients, "node-a"), contender(clients, "node-b")
     async with running(a, b):
         await until(lambda: bool(a.held() or b.held()))
         leader, other = (a, b) if a.held() else (b, a)

@@ -321,12 +321,12 @@ class BgpCollector:
         self._speaker = speaker
 
     def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
+        status = self._speaker.status()
         up = GaugeMetricFamily("kvip_bgp_session_up", "1 when the BGP session to the peer is Established",
                                labels=["peer"])
-        for peer in self._speaker._peers.values():
-            up.add_metric([str(peer)], 1.0 if self._speaker.sessions.get(str(peer)) == "Established" else 0.0)
+        for peer, state in status["sessions"].items():  # type: ignore[union-attr]
+            up.add_metric([peer], 1.0 if state == "Established" else 0.0)
         restarts = CounterMetricFamily("kvip_bgp_speaker_restarts", "Times the BGP speaker died and was restarted")
-        restarts.add_metric([], self._speaker.restarts)
+        restarts.add_metric([], status["speakerRestarts"])  # type: ignore[arg-type]
         yield up
         yield restarts
-

@@ -148,15 +148,10 @@ class BirdProcess:
     def routes(self, table: str = "master4") -> dict[str, frozenset[str]]:
         """prefix → every BGP next hop BIRD holds for it (one per advertising peer)."""
         found: dict[str, set[str]] = {}
-        prefix: str | None = None
-        for line in self.birdc("show", "route", "table", table).splitlines():
-            head = re.match(r"^([0-9a-fA-F.:]+/\d+)\s", line)
-            if head:
-                prefix = head.group(1)
-                found.setdefault(prefix, set())
-            via = re.search(r"\bvia ([0-9a-fA-F.:]+)", line)
-            if via and prefix:
-                found[prefix].add(via.group(1))
+        for path in self.paths(table):
+            hops = found.setdefault(path.prefix, set())
+            if path.next_hop:
+                hops.add(path.next_hop)
         return {p: frozenset(hops) for p, hops in found.items()}
 
     def paths(self, table: str = "master4") -> list[RoutePath]:

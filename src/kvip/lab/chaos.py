@@ -202,10 +202,10 @@ class Chaos:
         self.start_agent(node)
 
     def start_agent(self, node: str) -> None:
-        self.lab.start_agent(node, env=self.fabric.agent_env(node) if isinstance(self.fabric, BgpModeFabric) else None)
+        self.lab.start_agent(node, env=self.fabric.agent_env(node) if self.fabric is not None else None)
 
     def _tamper(self) -> None:
-        if isinstance(self.fabric, BgpModeFabric):
+        if self.bgp:
             return self._tamper_speaker()
         node = self.lab.node(self.rng.choice(self.nodes)).netns
         if self.rng.random() < 0.5:

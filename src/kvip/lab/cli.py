@@ -126,7 +126,7 @@ async def _lab(args: argparse.Namespace, steps: tuple[Step, ...], workdir: Path)
     try:
         await asyncio.to_thread(fabric.start)
         for name in NODES:
-            lab.start_agent(name, env=fabric.agent_env(name) if isinstance(fabric, BgpModeFabric) else None)
+            lab.start_agent(name, env=fabric.agent_env(name))
         await lab.wait_agents_ready(timeout=30)
         await _wait(lambda: fabric.established() >= set(NODES), 30)
         out.say(f"agents ready; router peers established with {', '.join(sorted(fabric.established()))}\n")

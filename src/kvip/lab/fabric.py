@@ -56,6 +56,10 @@ class BgpFabric:
             self.router.stop()
             self.router = None
 
+    def agent_env(self, node_name: str) -> dict[str, str]:
+        """Nothing to add: in this fabric the agents run routing-table mode with the lab's defaults."""
+        return {}
+
     def established(self) -> set[str]:
         assert self.router is not None
         by_address = {str(n.address): n.node_name for n in self.topology.nodes}
