@@ -24,10 +24,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from kvip.bgp_settings import BgpPeer, BgpSettings  # noqa: E402
-from kvip.dataplane.bgp import BgpSpeaker  # noqa: E402
-from kvip.dataplane.bird_config import Announcement  # noqa: E402
-from kvip.dataplane.bird_control import BirdControl, BirdControlError  # noqa: E402
+from kvip.config.bgp import BgpPeer, BgpSettings  # noqa: E402
+from kvip.dataplane.bird.config import Announcement  # noqa: E402
+from kvip.dataplane.bird.control import BirdControl, BirdControlError  # noqa: E402
+from kvip.dataplane.bird.speaker import BgpSpeaker  # noqa: E402
 from kvip.lab.bgp_router import BirdRouter, bgp_agent_env  # noqa: E402
 from kvip.lab.cluster import LabCluster  # noqa: E402
 from kvip.lab.objects import Endpoint, endpoint_slice, load_balancer_service  # noqa: E402

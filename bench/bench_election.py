@@ -23,10 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from lightkube import AsyncClient, KubeConfig  # noqa: E402
 
+from kvip.core.model import ServiceKey  # noqa: E402
 from kvip.kube.election import LeaseElector, LeaseTiming, service_lease_key  # noqa: E402
 from kvip.lab.apiserver import StandIn  # noqa: E402
 from kvip.lab.objects import namespace  # noqa: E402
-from kvip.model import ServiceKey  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -15,8 +15,8 @@ from types import MappingProxyType
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from kvip.ipam import parse_pools, plan  # noqa: E402
-from kvip.model import PortView, ServiceKey, ServiceView  # noqa: E402
+from kvip.core.ipam import parse_pools, plan  # noqa: E402
+from kvip.core.model import PortView, ServiceKey, ServiceView  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

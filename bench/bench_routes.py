@@ -18,9 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from kvip.core.model import Advertisement, DesiredState  # noqa: E402
 from kvip.dataplane.routes import RouteTable  # noqa: E402
 from kvip.lab.topology import topology  # noqa: E402
-from kvip.model import Advertisement, DesiredState  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

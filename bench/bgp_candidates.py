@@ -43,9 +43,14 @@ from typing import Any, Protocol
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from kvip.bgp_settings import BgpPeer, BgpSettings  # noqa: E402
-from kvip.dataplane.bird_config import Announcement, routes_file, routes_path, speaker_config  # noqa: E402
-from kvip.dataplane.bird_control import reply_text  # noqa: E402
+from kvip.config.bgp import BgpPeer, BgpSettings  # noqa: E402
+from kvip.dataplane.bird.config import (  # noqa: E402
+    Announcement,
+    routes_file,
+    routes_path,
+    speaker_config,
+)
+from kvip.dataplane.bird.control import reply_text  # noqa: E402
 from kvip.lab.bird import BirdProcess, router_config  # noqa: E402
 from kvip.lab.netns import popen_in_netns, stop_process  # noqa: E402
 from kvip.lab.topology import topology  # noqa: E402

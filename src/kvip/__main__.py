@@ -2,6 +2,6 @@
 
 import sys
 
-from kvip.cli import main
+from kvip.cli.main import main
 
 sys.exit(main())

@@ -9,70 +9,17 @@ endpoint), and correctness never reads it.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
-from collections import Counter
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from kvip.core.model import DesiredState, ServiceKey
 from kvip.dataplane.base import ApplyError, Dataplane
-from kvip.kube.backoff import Backoff
-from kvip.model import DesiredState, ServiceKey
+from kvip.runtime.tasks import Backoff, Trigger
 
 log = logging.getLogger("kvip.reconcile")
-
-
-async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]]) -> None:
-    """Cancel tasks and wait until each has really finished (whatever it raised)."""
-    tasks = list(tasks)
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(BaseException):
-            await task
-
-
-class Trigger:
-    """Coalescing wake-up: any number of `fire()` calls between two waits make one pass."""
-
-    def __init__(self) -> None:
-        self._event = asyncio.Event()
-        self._reasons: Counter[str] = Counter()
-        self._timers: set[asyncio.TimerHandle] = set()
-        self.first_fired_at: float | None = None  # wall clock of the oldest unserved fire
-        self.last_batch_fired_at: float | None = None
-
-    def fire(self, reason: str) -> None:
-        if not self._reasons:
-            self.first_fired_at = time.time()
-        self._reasons[reason] += 1
-        self._event.set()
-
-    def fire_later(self, delay: float, reason: str) -> None:
-        loop = asyncio.get_running_loop()
-        handle: asyncio.TimerHandle
-
-        def due() -> None:
-            self._timers.discard(handle)
-            self.fire(reason)
-
-        handle = loop.call_later(delay, due)
-        self._timers.add(handle)
-
-    async def wait(self) -> Counter[str]:
-        await self._event.wait()
-        self._event.clear()
-        reasons, self._reasons = self._reasons, Counter()
-        self.last_batch_fired_at, self.first_fired_at = self.first_fired_at, None
-        return reasons
-
-    def cancel_timers(self) -> None:
-        for handle in self._timers:
-            handle.cancel()
-        self._timers.clear()
 
 
 @dataclass(frozen=True)

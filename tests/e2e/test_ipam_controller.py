@@ -39,7 +39,7 @@ async def test_two_controllers_one_allocates_agents_advertise_and_deletion_frees
         for identity in ("ctl-1", "ctl-2"):
             log = open(tmp_path / f"{identity}.log", "wb")
             controllers.append(popen_in_netns(lab.topology.router_netns, [
-                sys.executable, "-m", "kvip.cli", "controller", "--kubeconfig", str(tmp_path / "admin.kubeconfig"),
+                sys.executable, "-m", "kvip", "controller", "--kubeconfig", str(tmp_path / "admin.kubeconfig"),
                 "--identity", identity, "--lease-duration", "3", "--renew-deadline", "2", "--retry-period", "0.5"],
                 stdout=log, stderr=subprocess.STDOUT))
         lab.start_agent("node-a")

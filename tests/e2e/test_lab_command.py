@@ -12,7 +12,7 @@ pytestmark = pytest.mark.root
 
 
 def run_lab(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kvip.cli", "lab", *args, "--no-tty", "--workdir", str(tmp_path)],
+    return subprocess.run([sys.executable, "-m", "kvip", "lab", *args, "--no-tty", "--workdir", str(tmp_path)],
                           capture_output=True, text=True, timeout=240)
 
 
@@ -38,6 +38,6 @@ def test_lab_in_bgp_mode_plays_the_story_with_speaker_kill_and_cordon_drain(tmp_
 
 
 def test_lab_refuses_combinations_it_has_no_story_for(tmp_path: Path) -> None:
-    run = subprocess.run([sys.executable, "-m", "kvip.cli", "lab", "--mode", "arp", "--no-tty"],
+    run = subprocess.run([sys.executable, "-m", "kvip", "lab", "--mode", "arp", "--no-tty"],
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 2 and "ARP mode needs --election" in run.stderr

@@ -38,7 +38,7 @@ async def lab(tmp_path: Path) -> AsyncIterator[LabCluster]:
 async def audit(lab: LabCluster, *extra: str) -> tuple[int, dict]:
     """Runs in a thread: the stand-in serves from this test's event loop, which must keep turning."""
     assert lab.topology is not None
-    run = await asyncio.to_thread(run_in_netns, lab.topology.router_netns, [sys.executable, "-m", "kvip.cli", "audit", "--kubeconfig",
+    run = await asyncio.to_thread(run_in_netns, lab.topology.router_netns, [sys.executable, "-m", "kvip", "audit", "--kubeconfig",
                                                   str(lab.workdir / "admin.kubeconfig"), "-o", "json", *extra], check=False)
     return run.returncode, json.loads(run.stdout)
 
@@ -99,11 +99,11 @@ async def test_stopped_agent_shows_as_stale_heartbeat(lab: LabCluster) -> None:
 
 
 async def test_status_command_shows_decisions_and_events_are_visible_with_kubectl(lab: LabCluster) -> None:
-    status = run_in_netns(lab.node("node-a").netns, [sys.executable, "-m", "kvip.cli", "status", "-o", "json"])
+    status = run_in_netns(lab.node("node-a").netns, [sys.executable, "-m", "kvip", "status", "-o", "json"])
     doc = json.loads(status.stdout)
     assert doc["services"]["default/web"]["advertised"] is True
     assert doc["services"]["default/web"]["lastKnownGoodEndpoint"] == "10.244.1.1"
-    table = run_in_netns(lab.node("node-c").netns, [sys.executable, "-m", "kvip.cli", "status"]).stdout
+    table = run_in_netns(lab.node("node-c").netns, [sys.executable, "-m", "kvip", "status"]).stdout
     assert "no-ready-local-endpoint" in table
     lab.api.create(load_balancer_service("bad", vips=["2001:db8::300::1"], via="annotation"))
     assert lab.topology is not None

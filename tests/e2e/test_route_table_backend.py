@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from kvip.core.model import Advertisement, DesiredState
 from kvip.dataplane.base import ApplyError
 from kvip.dataplane.routes import OwnedRoute, RouteTable
 from kvip.lab.topology import topology
-from kvip.model import Advertisement, DesiredState
 
 pytestmark = pytest.mark.root
 

@@ -13,7 +13,13 @@ from lightkube import ApiError, AsyncClient, KubeConfig
 
 from kvip.kube.resources import EndpointSlice, Lease, Node, Service
 from kvip.lab.apiserver import StandIn
-from kvip.lab.objects import Endpoint, endpoint_slice, load_balancer_service, namespace, node
+from kvip.lab.objects import (
+    Endpoint,
+    endpoint_slice,
+    load_balancer_service,
+    namespace,
+    node,
+)
 
 
 @pytest.fixture

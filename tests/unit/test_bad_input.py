@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 from lightkube import AsyncClient, KubeConfig
 
-from kvip.decide import DecideConfig, decide
+from kvip.core.decide import DecideConfig, decide
+from kvip.core.model import ClusterSnapshot, EndpointView
 from kvip.kube import convert
 from kvip.kube.events import EventRecorder
 from kvip.lab.apiserver import StandIn
 from kvip.lab.objects import load_balancer_service, namespace
-from kvip.model import ClusterSnapshot, EndpointView
 
 IPS = "kube-vip.io/loadbalancerIPs"
 

@@ -11,13 +11,29 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kvip.bgp_attributes import GRACEFUL_SHUTDOWN, drained, parse_community, service_attributes
-from kvip.bgp_settings import BgpPeer, BgpSettings, load_bgp_settings, parse_peer
-from kvip.config import ConfigError, load_config
-from kvip.dataplane.bird_config import Announcement, route_line, routes_file, speaker_config
-from kvip.dataplane.bird_control import parse_routes, reply_text
-from kvip.decide import DecideConfig, decide
-from kvip.model import ClusterSnapshot, EndpointView, NodeView, ServiceKey, ServiceView
+from kvip.config.agent import ConfigError, load_config
+from kvip.config.bgp import BgpPeer, BgpSettings, load_bgp_settings, parse_peer
+from kvip.core.bgp_attributes import (
+    GRACEFUL_SHUTDOWN,
+    drained,
+    parse_community,
+    service_attributes,
+)
+from kvip.core.decide import DecideConfig, decide
+from kvip.core.model import (
+    ClusterSnapshot,
+    EndpointView,
+    NodeView,
+    ServiceKey,
+    ServiceView,
+)
+from kvip.dataplane.bird.config import (
+    Announcement,
+    route_line,
+    routes_file,
+    speaker_config,
+)
+from kvip.dataplane.bird.control import parse_routes, reply_text
 
 WEB = ServiceKey("default", "web")
 API = ServiceKey("default", "api")

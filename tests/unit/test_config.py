@@ -6,8 +6,15 @@ import argparse
 
 import pytest
 
-from kvip.config import AgentConfig, ConfigError, Mode, add_agent_arguments, config_from_args, load_config
-from kvip.model import ElectionMode
+from kvip.config.agent import (
+    AgentConfig,
+    ConfigError,
+    Mode,
+    add_agent_arguments,
+    config_from_args,
+    load_config,
+)
+from kvip.core.model import ElectionMode
 
 
 def test_a_kube_vip_routing_table_daemonset_env_configures_kvip() -> None:

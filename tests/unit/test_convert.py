@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from kvip.core.model import ServiceKey
 from kvip.kube.convert import endpoint_views, node_view, service_view, slice_service_key
-from kvip.model import ServiceKey
 
 
 def test_service_fields_are_read_uninterpreted() -> None:

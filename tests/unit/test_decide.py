@@ -5,8 +5,8 @@ from __future__ import annotations
 import ipaddress
 from types import MappingProxyType
 
-from kvip.decide import DecideConfig, decide
-from kvip.model import (
+from kvip.core.decide import DecideConfig, decide
+from kvip.core.model import (
     ClusterSnapshot,
     ElectionMode,
     EndpointView,

@@ -7,8 +7,14 @@ from types import MappingProxyType
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kvip.decide import DecideConfig, decide
-from kvip.model import ClusterSnapshot, EndpointView, PortView, ServiceKey, ServiceView
+from kvip.core.decide import DecideConfig, decide
+from kvip.core.model import (
+    ClusterSnapshot,
+    EndpointView,
+    PortView,
+    ServiceKey,
+    ServiceView,
+)
 
 NODES = ("node-a", "node-b", "node-c")
 HERE = "node-a"

@@ -8,8 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kvip.kube.election import ElectionConfigError, LeaseKey, LeaseTiming, service_lease_key
-from kvip.kube.election_rules import (
+from kvip.core.election_rules import (
     LeaseRecord,
     Step,
     expires_after,
@@ -18,7 +17,13 @@ from kvip.kube.election_rules import (
     next_step,
     spread_delay,
 )
-from kvip.model import ServiceKey
+from kvip.core.model import ServiceKey
+from kvip.kube.election import (
+    ElectionConfigError,
+    LeaseKey,
+    LeaseTiming,
+    service_lease_key,
+)
 
 DEFAULTS = LeaseTiming()  # kube-vip: 15 / 10 / 2
 KEY = LeaseKey("shop", "kubevip-web")

@@ -12,10 +12,16 @@ from typing import Any
 import pytest
 from lightkube import AsyncClient, KubeConfig
 
-from kvip.kube.election import LeaseElector, LeaseKey, LeaseTiming, micro_time, service_lease_key
+from kvip.core.model import ServiceKey
+from kvip.kube.election import (
+    LeaseElector,
+    LeaseKey,
+    LeaseTiming,
+    micro_time,
+    service_lease_key,
+)
 from kvip.lab.apiserver import StandIn
 from kvip.lab.objects import namespace
-from kvip.model import ServiceKey
 
 FAST = LeaseTiming(lease_duration=1.5, renew_deadline=1.0, retry_period=0.2)
 KEY = LeaseKey("kube-system", "plndr-svcs-lock")

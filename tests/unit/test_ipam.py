@@ -9,8 +9,8 @@ from types import MappingProxyType
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kvip.ipam import SHARE_ANNOTATION, parse_pools, plan
-from kvip.model import PortView, ServiceKey, ServiceView
+from kvip.core.ipam import SHARE_ANNOTATION, parse_pools, plan
+from kvip.core.model import PortView, ServiceKey, ServiceView
 
 IPS = "kube-vip.io/loadbalancerIPs"
 

@@ -79,7 +79,7 @@ def test_manifest_yaml_round_trips() -> None:
 
 
 def test_bgp_daemonset_env_is_a_valid_agent_config_with_a_writable_run_dir() -> None:
-    from kvip.config import Mode, load_config
+    from kvip.config.agent import Mode, load_config
 
     objects = manifests(ManifestOptions(mode="bgp", bgp_as=64512, bgp_peers="192.0.2.1:65001,[2001:db8::1]:65001"))
     pod = next(o for o in objects if o["kind"] == "DaemonSet")["spec"]["template"]["spec"]

@@ -5,8 +5,19 @@ from __future__ import annotations
 import asyncio
 from types import MappingProxyType
 
-from kvip.model import ClusterSnapshot, EndpointView, PortView, ServiceKey, ServiceView
-from kvip.probes import ProbeScheduler, ProbeSettings, ProbeTarget, targets_for_node
+from kvip.agent.probes import (
+    ProbeScheduler,
+    ProbeSettings,
+    ProbeTarget,
+    targets_for_node,
+)
+from kvip.core.model import (
+    ClusterSnapshot,
+    EndpointView,
+    PortView,
+    ServiceKey,
+    ServiceView,
+)
 
 SETTINGS = ProbeSettings(interval=0.05, timeout=0.3, rise=2, fall=2)
 

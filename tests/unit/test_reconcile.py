@@ -12,9 +12,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from kvip.core.model import Advertisement, DesiredState, ServiceKey
 from kvip.dataplane.base import ApplyError
-from kvip.model import Advertisement, DesiredState, ServiceKey
-from kvip.reconcile import Reconciler, Trigger
+from kvip.reconcile import Reconciler
+from kvip.runtime.tasks import Trigger
 
 WEB = ServiceKey("default", "web")
 
@@ -134,7 +135,7 @@ async def test_dataplane_hint_triggers_a_pass_that_repairs_tampering() -> None:
 
 
 async def test_last_known_good_endpoint_is_reported_but_dropped_with_the_service() -> None:
-    from kvip.model import ServiceDecision
+    from kvip.core.model import ServiceDecision
 
     decisions = {WEB: ServiceDecision(WEB, (), True, True, "local endpoint", ("10.1.0.5",))}
     current = [DesiredState(advertisements={}, decisions=decisions)]

@@ -21,10 +21,16 @@ from dataclasses import dataclass
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from kvip.core.model import DesiredState, IPAddress
 from kvip.dataplane.base import ApplyError, DataplaneError
-from kvip.dataplane.netlink_monitor import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_LINK, LazyRtnl, netlink_hints
-from kvip.dataplane.netns_socket import in_netns, socket_in
-from kvip.model import DesiredState, IPAddress
+from kvip.dataplane.netlink_monitor import (
+    RTMGRP_IPV4_IFADDR,
+    RTMGRP_IPV6_IFADDR,
+    RTMGRP_LINK,
+    LazyRtnl,
+    netlink_hints,
+)
+from kvip.runtime.netns import in_netns, socket_in
 
 log = logging.getLogger("kvip.arp")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Hashable
 from typing import Protocol, TypeVar
 
-from kvip.model import DesiredState
+from kvip.core.model import DesiredState
 
 Item = TypeVar("Item", bound=Hashable)
 

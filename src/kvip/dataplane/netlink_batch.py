@@ -14,10 +14,10 @@ import os
 import socket
 import struct
 import threading
-
-from kvip.dataplane.netns_socket import in_netns
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+
+from kvip.runtime.netns import in_netns
 
 NETLINK_ROUTE = 0
 RTM_NEWROUTE, RTM_DELROUTE = 24, 25

@@ -19,10 +19,16 @@ from dataclasses import dataclass
 
 from pyroute2 import AsyncIPRoute
 
+from kvip.core.model import DesiredState
 from kvip.dataplane.base import ApplyError, DataplaneError
 from kvip.dataplane.netlink_batch import RouteBatcher, RouteRequest
-from kvip.dataplane.netlink_monitor import RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_ROUTE, RTMGRP_LINK, LazyRtnl, netlink_hints
-from kvip.model import DesiredState
+from kvip.dataplane.netlink_monitor import (
+    RTMGRP_IPV4_ROUTE,
+    RTMGRP_IPV6_ROUTE,
+    RTMGRP_LINK,
+    LazyRtnl,
+    netlink_hints,
+)
 
 log = logging.getLogger("kvip.routes")
 

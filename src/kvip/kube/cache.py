@@ -14,10 +14,16 @@ from typing import Any
 
 from lightkube import AsyncClient
 
+from kvip.core.model import (
+    ClusterSnapshot,
+    EndpointView,
+    NodeView,
+    ServiceKey,
+    ServiceView,
+)
 from kvip.kube import convert
 from kvip.kube.reflector import Reflector, SourceState, SourceStatus
 from kvip.kube.resources import EndpointSlice, Node, Service
-from kvip.model import ClusterSnapshot, EndpointView, NodeView, ServiceKey, ServiceView
 
 SliceKey = tuple[str, str]
 RELIST_GRACE = 30.0  # the client's read timeout: a relist may legitimately take this long

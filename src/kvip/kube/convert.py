@@ -1,4 +1,4 @@
-"""Raw API objects (camelCase JSON dicts) → the frozen views of `kvip.model`.
+"""Raw API objects (camelCase JSON dicts) → the frozen views of `kvip.core.model`.
 
 Never interprets (no annotation is parsed here, no IP validated: that is `decide`'s job, so bad input
 is reported against its own service) and never raises on odd input: a field of the wrong shape is
@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from kvip.model import EndpointView, NodeView, PortView, ServiceKey, ServiceView
+from kvip.core.model import EndpointView, NodeView, PortView, ServiceKey, ServiceView
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from lightkube import AsyncClient
 
-from kvip.kube.election_rules import (
+from kvip.core.election_rules import (
     ElectionConfigError,
     LeaseKey,
     LeaseRecord,

@@ -15,9 +15,9 @@ from collections.abc import Iterable, Mapping
 
 from lightkube import AsyncClient
 
+from kvip.core.model import BadInput, ServiceDecision, ServiceKey
 from kvip.kube.errors import describe
 from kvip.kube.resources import Event
-from kvip.model import BadInput, ServiceDecision, ServiceKey
 
 log = logging.getLogger("kvip.events")
 

@@ -29,8 +29,8 @@ from lightkube import AsyncClient
 from lightkube.core.generic_client import ALL_NS
 from lightkube.core.resource import NamespacedResource, Resource
 
-from kvip.kube.backoff import Backoff
 from kvip.kube.errors import ApiFailure, classify, describe, status_code
+from kvip.runtime.tasks import Backoff
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")

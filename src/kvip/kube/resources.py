@@ -9,7 +9,10 @@ typed `lightkube.resources` models that other code may use.
 
 from __future__ import annotations
 
-from lightkube.generic_resource import create_global_resource, create_namespaced_resource
+from lightkube.generic_resource import (
+    create_global_resource,
+    create_namespaced_resource,
+)
 
 Service = create_namespaced_resource("", "v1", "Service", "services")
 EndpointSlice = create_namespaced_resource("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices")

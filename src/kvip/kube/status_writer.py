@@ -14,9 +14,9 @@ import logging
 
 from lightkube import AsyncClient
 
+from kvip.core.model import DesiredState, ServiceKey, ServiceView
 from kvip.kube.errors import describe
 from kvip.kube.resources import Service
-from kvip.model import DesiredState, ServiceKey, ServiceView
 
 log = logging.getLogger("kvip.status")
 

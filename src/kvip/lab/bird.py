@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from kvip.dataplane.bird_control import RoutePath, parse_routes
+from kvip.dataplane.bird.control import RoutePath, parse_routes
 from kvip.lab.netns import popen_in_netns
 
 BIRD = "/usr/sbin/bird"

@@ -109,10 +109,9 @@ async def _failover_lab(args: argparse.Namespace, workdir: Path) -> int:
 
 
 async def _lab(args: argparse.Namespace, steps: tuple[Step, ...], workdir: Path) -> int:
+    from kvip.lab.bgp_router import BgpModeFabric
     from kvip.lab.cluster import LabCluster
     from kvip.lab.fabric import BgpFabric
-
-    from kvip.lab.bgp_router import BgpModeFabric
 
     bgp = args.mode == "bgp"
     out = _Output(live=not args.no_tty and sys.stdout.isatty(), bgp=bgp)

@@ -161,7 +161,7 @@ class LabCluster:
         log_path = self.workdir / f"agent-{node_name}.log"
         log = open(log_path, "ab")
         process = popen_in_netns(
-            node.netns, [sys.executable, "-m", "kvip.cli", "agent", *args],
+            node.netns, [sys.executable, "-m", "kvip", "agent", *args],
             env=self.agent_environment(node_name, env), stdout=log, stderr=subprocess.STDOUT,
         )
         log.close()

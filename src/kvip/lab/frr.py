@@ -19,7 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kvip.lab.bgp_router import NODE_ASN, ROUTER_ASN, RouterPath, _node_by_address, peer_addresses
+from kvip.lab.bgp_router import (
+    NODE_ASN,
+    ROUTER_ASN,
+    RouterPath,
+    _node_by_address,
+    peer_addresses,
+)
 from kvip.lab.netns import popen_in_netns, stop_process
 from kvip.lab.topology import Topology
 

@@ -12,8 +12,7 @@ import subprocess
 from collections.abc import Sequence
 from typing import Any
 
-from kvip.dataplane.netns_socket import NETNS_DIR, in_netns
-
+from kvip.runtime.netns import NETNS_DIR, in_netns
 
 
 class NetnsError(Exception):

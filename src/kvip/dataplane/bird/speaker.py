@@ -27,10 +27,11 @@ from pathlib import Path
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from kvip.bgp_attributes import drained
-from kvip.bgp_settings import BgpSettings
+from kvip.config.bgp import BgpSettings
+from kvip.core.bgp_attributes import drained
+from kvip.core.model import DesiredState
 from kvip.dataplane.base import ApplyError, DataplaneError
-from kvip.dataplane.bird_config import (
+from kvip.dataplane.bird.config import (
     STATIC_V4,
     STATIC_V6,
     Announcement,
@@ -39,8 +40,7 @@ from kvip.dataplane.bird_config import (
     routes_path,
     speaker_config,
 )
-from kvip.dataplane.bird_control import BirdControl, BirdControlError, parse_routes
-from kvip.model import DesiredState
+from kvip.dataplane.bird.control import BirdControl, BirdControlError, parse_routes
 
 log = logging.getLogger("kvip.bgp")
 

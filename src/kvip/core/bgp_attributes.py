@@ -19,7 +19,7 @@ import functools
 import re
 from collections.abc import Iterable, Mapping
 
-from kvip.model import BadInput, RouteAttributes, ServiceKey, ServiceView
+from kvip.core.model import BadInput, RouteAttributes, ServiceKey, ServiceView
 
 COMMUNITIES_ANNOTATION = "kvip.io/bgp-communities"
 LARGE_COMMUNITIES_ANNOTATION = "kvip.io/bgp-large-communities"

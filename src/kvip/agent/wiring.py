@@ -10,29 +10,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import time
-import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from lightkube import AsyncClient
 
-from kvip.config import AgentConfig, Mode
+from kvip.agent.metrics import AgentMetrics
+from kvip.agent.probes import ProbeScheduler, ProbeSettings, targets_for_node
+from kvip.config.agent import AgentConfig, Mode
+from kvip.core.decide import decide
+from kvip.core.model import (
+    ClusterSnapshot,
+    DesiredState,
+    ElectionMode,
+    Leadership,
+    ProbeVerdicts,
+)
 from kvip.dataplane.base import Dataplane
-from kvip.decide import decide
 from kvip.kube.cache import ClusterCache
 from kvip.kube.client import make_client
+from kvip.kube.election import LeaseElector, LeaseKey, LeaseTiming, service_lease_key
 from kvip.kube.events import EventRecorder
 from kvip.kube.heartbeat import HeartbeatPublisher
 from kvip.kube.status_writer import ServiceStatusWriter
-from kvip.metrics import AgentMetrics
-from kvip.kube.election import LeaseElector, LeaseKey, LeaseTiming, service_lease_key
-from kvip.model import ClusterSnapshot, DesiredState, ElectionMode, Leadership, ProbeVerdicts
-from kvip.probes import ProbeScheduler, ProbeSettings, targets_for_node
-from kvip.reconcile import ReconcileResult, Reconciler, Trigger, cancel_and_wait
+from kvip.reconcile import Reconciler, ReconcileResult
+from kvip.runtime.tasks import Trigger, cancel_and_wait
 
-log = logging.getLogger("kvip.agent")
+log = logging.getLogger("kvip.agent.wiring")
 
 
 class AgentError(Exception):
@@ -58,7 +65,7 @@ def default_backends(config: AgentConfig, on_conflict: Callable[[Any, str], None
         return [ArpBackend(interface=interface, protocol=config.routing_protocol, arp_rate=config.arp_rate,
                            on_conflict=on_conflict)]
     if config.mode is Mode.BGP and config.bgp is not None:
-        from kvip.dataplane.bgp import BgpSpeaker
+        from kvip.dataplane.bird.speaker import BgpSpeaker
 
         return [BgpSpeaker(config.bgp)]
     raise AgentError(f"mode {config.mode.value!r} has no settings")
@@ -265,7 +272,7 @@ class Agent:
                 if maintain is not None:  # periodic announcements (ARP/NA), session keeping (BGP)
                     tasks.append(asyncio.create_task(maintain(), name=f"maintain-{backend.name}"))
             if self.config.metrics_address:
-                from kvip.httpserver import serve_agent_http
+                from kvip.agent.http import serve_agent_http
 
                 tasks.append(asyncio.create_task(serve_agent_http(self, self.config.metrics_address),
                                                  name="http"))

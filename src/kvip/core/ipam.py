@@ -14,8 +14,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from kvip.model import BadInput, ServiceKey, ServiceView
-from kvip.vips import LOADBALANCER_IPS_ANNOTATION
+from kvip.core.model import BadInput, ServiceKey, ServiceView
+from kvip.core.vips import LOADBALANCER_IPS_ANNOTATION
 
 SHARE_ANNOTATION = "kvip.io/allow-shared-ip"
 FAMILIES = {"IPv4": 4, "IPv6": 6}

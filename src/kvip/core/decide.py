@@ -6,7 +6,7 @@ only delay the answer until the cache is corrected, never leave a wrong route be
 
 Per service, in order, each question answered by one small helper:
 1. Is it ours? (type LoadBalancer, loadBalancerClass, `kube-vip.io/ignore`)
-2. Which VIPs does it ask for? (`kvip.vips`)
+2. Which VIPs does it ask for? (`kvip.core.vips`)
 3. Is this node eligible? (node state, then externalTrafficPolicy against usable endpoints)
 4. Does leadership let us advertise it? (election mode: none, global, per service)
 A VIP is advertised while any service that owns it is advertised here (shared VIPs).
@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, replace
 
-from kvip.bgp_attributes import merged_attributes, service_attributes
-from kvip.model import (
+from kvip.core.bgp_attributes import merged_attributes, service_attributes
+from kvip.core.model import (
     Advertisement,
     BadInput,
     ClusterSnapshot,
@@ -33,7 +33,7 @@ from kvip.model import (
     ServiceKey,
     ServiceView,
 )
-from kvip.vips import service_vips
+from kvip.core.vips import service_vips
 
 DEFAULT_LB_CLASS = "kube-vip.io/kube-vip-class"
 IGNORE_ANNOTATION = "kube-vip.io/ignore"

@@ -15,11 +15,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kvip.decide import DecideConfig, decide
+from kvip.core.decide import DecideConfig, decide
+from kvip.core.model import (
+    ClusterSnapshot,
+    ElectionMode,
+    EndpointView,
+    Leadership,
+    ServiceKey,
+    ServiceView,
+)
 from kvip.kube import convert
 from kvip.kube.election import service_lease_key
 from kvip.kube.heartbeat import ADVERTISED_ANNOTATION, LABEL, NODE_LEASE_PREFIX
-from kvip.model import ClusterSnapshot, ElectionMode, EndpointView, Leadership, ServiceKey, ServiceView
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,9 @@ valid entries of that service still count, and no other service is affected.
 from __future__ import annotations
 
 import functools
-
 import ipaddress
 
-from kvip.model import BadInput, IPAddress, ServiceView
+from kvip.core.model import BadInput, IPAddress, ServiceView
 
 LOADBALANCER_IPS_ANNOTATION = "kube-vip.io/loadbalancerIPs"
 

@@ -36,8 +36,8 @@ def _setup_logging(level: str, fmt: str = "text") -> None:
 
 
 async def _run_agent(args: argparse.Namespace) -> int:
-    from kvip.agent import Agent, AgentError
-    from kvip.config import ConfigError, config_from_args
+    from kvip.agent.wiring import Agent, AgentError
+    from kvip.config.agent import ConfigError, config_from_args
     from kvip.kube.client import KubeClientError
 
     try:
@@ -65,7 +65,7 @@ async def _run_agent(args: argparse.Namespace) -> int:
 
 
 async def _run_controller(args: argparse.Namespace) -> int:
-    from kvip.controller import Controller
+    from kvip.controller.allocator import Controller
     from kvip.kube.client import KubeClientError, make_client
     from kvip.kube.election import ElectionConfigError, LeaseTiming
 
@@ -105,13 +105,13 @@ def _add_lab_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from kvip.config import add_agent_arguments
+    from kvip.config.agent import add_agent_arguments
 
     parser = argparse.ArgumentParser(prog="kvip", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     agent = sub.add_parser("agent", help="run the per-node agent (DaemonSet)")
     add_agent_arguments(agent)
-    from kvip.cli_tools import add_audit_arguments, add_status_arguments
+    from kvip.cli.tools import add_audit_arguments, add_status_arguments
 
     controller = sub.add_parser("controller", help="leader-elected LoadBalancer IP allocator (kubevip ConfigMap)")
     controller.add_argument("--kubeconfig", default=None)
@@ -141,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "controller":
         return asyncio.run(_run_controller(args))
     if args.command in ("status", "audit"):
-        from kvip import cli_tools
+        from kvip.cli import tools as cli_tools
 
         return cli_tools.run_status(args) if args.command == "status" else cli_tools.run_audit(args)
     if args.command == "lab":

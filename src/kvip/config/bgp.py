@@ -4,7 +4,7 @@ kube-vip's names work as they are: `bgp_routerid`, `bgp_as`, `bgp_peeraddress`, 
 `bgp_peerpass`, `bgp_multihop`, `bgp_peers` ("addr:as[:password[:multihop[:port]]]", IPv6 in
 brackets, comma separated), `bgp_sourceif`, `bgp_sourceip`, `bgp_holdtime`, `bgp_keepalivetime`.
 kvip adds the daemon features kube-vip's embedded GoBGP does not expose: BFD, graceful restart,
-and the make-before-break drain time. Every problem is collected, as in `kvip.config`.
+and the make-before-break drain time. Every problem is collected, as in `kvip.config.agent`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from kvip.model import IPAddress
+from kvip.core.model import IPAddress
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ def _asn(text: str) -> int:
 
 
 def _bool(text: str) -> bool:
-    from kvip.config import parse_bool
+    from kvip.config.agent import parse_bool
 
     return parse_bool(text)
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from kvip.agent import Agent
+    from kvip.agent.wiring import Agent
 
 
 def status_document(agent: Agent) -> dict[str, Any]:

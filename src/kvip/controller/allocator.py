@@ -16,18 +16,18 @@ from typing import Any
 
 from lightkube import AsyncClient
 
-from kvip.decide import DecideConfig, is_handled
-from kvip.ipam import PoolConfig, parse_pools, plan
+from kvip.core.decide import DecideConfig, is_handled
+from kvip.core.ipam import PoolConfig, parse_pools, plan
+from kvip.core.model import ServiceKey, ServiceView
+from kvip.core.vips import LOADBALANCER_IPS_ANNOTATION
 from kvip.kube import convert
 from kvip.kube.election import LeaseElector, LeaseKey, LeaseTiming
 from kvip.kube.events import EventRecorder
 from kvip.kube.reflector import Reflector
 from kvip.kube.resources import ConfigMap, Service
-from kvip.model import ServiceKey, ServiceView
-from kvip.reconcile import Trigger, cancel_and_wait
-from kvip.vips import LOADBALANCER_IPS_ANNOTATION
+from kvip.runtime.tasks import Trigger, cancel_and_wait
 
-log = logging.getLogger("kvip.controller")
+log = logging.getLogger("kvip.controller.allocator")
 
 
 class Controller:

@@ -14,9 +14,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from kvip.bgp_settings import BgpSettings, load_bgp_settings
-from kvip.decide import DEFAULT_LB_CLASS, DecideConfig
-from kvip.model import ElectionMode
+from kvip.config.bgp import BgpSettings, load_bgp_settings
+from kvip.core.decide import DEFAULT_LB_CLASS, DecideConfig
+from kvip.core.model import ElectionMode
 
 
 class ConfigError(ValueError):

@@ -70,9 +70,9 @@ def add_audit_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_audit(args: argparse.Namespace) -> int:
-    from kvip.audit import collect
+    from kvip.cli.audit import collect
+    from kvip.core.model import ElectionMode
     from kvip.kube.client import KubeClientError, make_client
-    from kvip.model import ElectionMode
 
     async def go() -> Any:
         client = make_client(args.kubeconfig)

@@ -14,9 +14,9 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from kvip.model import ClusterSnapshot, ProbeVerdicts
+from kvip.core.model import ClusterSnapshot, ProbeVerdicts
 
-log = logging.getLogger("kvip.probes")
+log = logging.getLogger("kvip.agent.probes")
 
 PROBE_ANNOTATION = "kvip.io/probe"  # off | tcp | http:<path>
 CONCURRENCY = 256

@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from kvip.model import ServiceKey
+from kvip.core.model import ServiceKey
 
 
 class ElectionConfigError(ValueError):
