@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kvip.core.model import DesiredState, ServiceKey
+from kvip.core.model import DesiredState, IPAddress, ServiceKey
 from kvip.dataplane.base import ApplyError, Dataplane
 from kvip.runtime.tasks import Backoff, Trigger
 
@@ -28,6 +28,10 @@ class BackendDiff:
     added: frozenset[Hashable]
     removed: frozenset[Hashable]
     failed: Mapping[Hashable, str] = field(default_factory=dict)
+    # VIPs (by the backend's own `vip_of`) whose add or remove failed: what the dataplane holds
+    # still differs from the desired state there.
+    vips_not_added: frozenset[IPAddress] = frozenset()
+    vips_not_removed: frozenset[IPAddress] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,15 @@ class ReconcileResult:
     @property
     def failed(self) -> int:
         return sum(len(d.failed) for d in self.diffs)
+
+    @property
+    def held_vips(self) -> frozenset[IPAddress]:
+        """What the dataplane holds after the pass: desired, minus adds that failed, plus removes that failed."""
+        held = set(self.desired.vips)
+        for diff in self.diffs:
+            held -= diff.vips_not_added
+            held |= diff.vips_not_removed
+        return frozenset(held)
 
 
 # Returns the desired state, or None when the cache cannot be trusted yet (never synced): then the
@@ -74,9 +87,6 @@ class Reconciler:
         self.passes = 0
         # The seed's `lastKnownGoodEndpoint`, kept for status and metrics only.
         self.last_known_good_endpoint: dict[ServiceKey, str] = {}
-
-    def add_observer(self, observer: ResultObserver) -> None:
-        self._observers.append(observer)
 
     async def run(self, ready: Awaitable[Any] | None = None) -> None:
         """Forever: wait for a trigger, reconcile once. Waits for `ready` before the first pass."""
@@ -109,7 +119,7 @@ class Reconciler:
         for backend in self.backends:
             try:
                 diffs.append(await self._converge(backend, desired))
-            except Exception as exc:  # a backend that cannot even be read must not stop the others
+            except Exception as exc:  # noqa: BLE001 (a backend that cannot be read must not stop the others)
                 error = f"{backend.name}: {exc}"
                 log.error("reconcile: cannot read dataplane %s: %s", backend.name, exc)
         result = ReconcileResult(
@@ -136,7 +146,7 @@ class Reconciler:
                 if owned:
                     await backend.apply(frozenset(), owned)
                 removed += len(owned)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 (one backend failing must not keep the others announcing)
                 log.error("shutdown: could not withdraw from %s: %s", backend.name, exc)
         return removed
 
@@ -158,7 +168,9 @@ class Reconciler:
                     log.info("%s: removed %s", backend.name, item)
             for item, why in failed.items():
                 log.warning("%s: could not change %s: %s (will retry)", backend.name, item, why)
-        return BackendDiff(backend.name, frozenset(add), frozenset(remove), failed)
+        return BackendDiff(backend.name, frozenset(add), frozenset(remove), failed,
+                           frozenset(backend.vip_of(item) for item in failed if item in add),
+                           frozenset(backend.vip_of(item) for item in failed if item in remove))
 
     def _remember_endpoints(self, desired: DesiredState) -> None:
         for key, decision in desired.decisions.items():

@@ -1,6 +1,9 @@
 """The agent runs on exactly the RBAC rules kvip generates — and says which one is missing when any is removed.
 
-The stand-in enforces the rules as the node's allow list (like a ClusterRole bound to its user).
+The expected grants are written out here by hand, not computed by the code under test: the first test
+checks kvip.deploy.rbac produces exactly them. The stand-in enforces them as the node's allow list the
+way RBAC does — (apiGroup, resource, verb, namespace), namespace None for a ClusterRole binding — so a
+rule in the wrong namespace or API group is as missing as an absent one.
 """
 
 from __future__ import annotations
@@ -18,7 +21,31 @@ from kvip.lab.objects import Endpoint, endpoint_slice, load_balancer_service
 
 pytestmark = pytest.mark.root
 
-RULES = allow_list(agent_rules(election=False))
+Grant = tuple[str, str, str, str | None]
+CLUSTER = None  # a ClusterRole binding: every namespace
+AGENT_NS = "kube-system"  # where the lab's agents run (cp_namespace)
+COMMON: set[Grant] = {
+    ("", "services", "list", CLUSTER), ("", "services", "watch", CLUSTER),
+    ("", "services/status", "patch", CLUSTER),
+    ("discovery.k8s.io", "endpointslices", "list", CLUSTER), ("discovery.k8s.io", "endpointslices", "watch", CLUSTER),
+    ("", "nodes", "list", CLUSTER), ("", "nodes", "watch", CLUSTER),
+    ("", "events", "create", CLUSTER), ("", "events", "patch", CLUSTER),
+}
+LEASES = "coordination.k8s.io"
+EXPECTED: dict[str, set[Grant]] = {
+    # the heartbeat Lease only, in the agent's namespace
+    "none": COMMON | {(LEASES, "leases", verb, AGENT_NS) for verb in ("create", "get", "update")},
+    # + observing the global Lease's holder
+    "global": COMMON | {(LEASES, "leases", verb, AGENT_NS) for verb in ("create", "get", "list", "update")},
+    # a Lease in every Service's namespace
+    "service": COMMON | {(LEASES, "leases", verb, CLUSTER) for verb in ("create", "get", "list", "update")},
+}
+RULES = EXPECTED["none"]
+
+
+@pytest.mark.parametrize("election", sorted(EXPECTED))
+def test_the_generated_rules_are_exactly_the_expected_grants(election: str) -> None:
+    assert allow_list(agent_rules(election=election), AGENT_NS) == EXPECTED[election]
 
 
 @pytest.fixture
@@ -46,12 +73,27 @@ async def test_agent_does_everything_with_exactly_the_generated_rules(lab: LabCl
     assert "forbidden" not in lab.agent_log("node-a").lower()
 
 
-@pytest.mark.parametrize("missing", sorted(RULES), ids=lambda p: f"{p[1]}-{p[0]}")
-async def test_removing_any_one_rule_is_reported_naming_the_permission(lab: LabCluster,
-                                                                        missing: tuple[str, str]) -> None:
-    resource, verb = missing
+async def flap_broken_service(lab: LabCluster) -> None:
+    """Once the "broken" Service's Event exists, fix and break it again: the same Event again, which is
+    a count update (patch) of the first, not a second object."""
+    deadline = time.monotonic() + 10
+    while not [e for e in lab.api.list("events", "default") if e["involvedObject"]["name"] == "broken"]:
+        assert time.monotonic() < deadline, lab.agent_log("node-a")[-2000:]
+        await asyncio.sleep(0.1)
+    for vip in ("10.96.0.30", "10.96.0.300"):
+        service = lab.api.get("services", "broken", "default")
+        service["metadata"]["annotations"]["kube-vip.io/loadbalancerIPs"] = vip
+        lab.api.replace(service)
+        await asyncio.sleep(2.5)  # > the lab's resync period: seen even if a watch event were lost
+
+
+@pytest.mark.parametrize("missing", sorted(RULES, key=str), ids=lambda g: f"{g[2]}-{g[1]}-{g[3] or 'cluster'}")
+async def test_removing_any_one_rule_is_reported_naming_the_permission(lab: LabCluster, missing: Grant) -> None:
+    _, resource, verb, _ = missing
     lab.api.set_allowed("node-a", RULES - {missing})
     lab.start_agent("node-a")
+    if (resource, verb) == ("events", "patch"):
+        await flap_broken_service(lab)
     plural = resource.split("/")[0]
     deadline = time.monotonic() + 12
     while True:
@@ -62,12 +104,25 @@ async def test_removing_any_one_rule_is_reported_naming_the_permission(lab: LabC
         await asyncio.sleep(0.1)
 
 
-@pytest.mark.parametrize("env", [{"svc_election": "true"}, {"vip_leaderelection": "true"},
-                                 {"vip_routingtable": "false", "vip_arp": "true", "vip_interface": "eth0",
-                                  "vip_leaderelection": "true"}],
+async def test_the_heartbeat_lease_granted_in_another_namespace_does_not_count(lab: LabCluster) -> None:
+    elsewhere = {(g[0], g[1], g[2], "default" if g[3] == AGENT_NS else g[3]) for g in RULES}
+    lab.api.set_allowed("node-a", elsewhere)
+    lab.start_agent("node-a")
+    deadline = time.monotonic() + 12
+    while 'cannot get resource "leases" in API group "coordination.k8s.io" in the namespace "kube-system"' \
+            not in lab.agent_log("node-a"):
+        assert time.monotonic() < deadline, lab.agent_log("node-a")[-2000:]
+        await asyncio.sleep(0.1)
+
+
+@pytest.mark.parametrize("election,env", [("service", {"svc_election": "true"}),
+                                          ("global", {"vip_leaderelection": "true"}),
+                                          ("global", {"vip_routingtable": "false", "vip_arp": "true",
+                                                      "vip_interface": "eth0", "vip_leaderelection": "true"})],
                          ids=["service-election", "global-election", "arp-global"])
-async def test_election_and_arp_modes_run_on_their_generated_rules(lab: LabCluster, env: dict[str, str]) -> None:
-    lab.api.set_allowed("node-a", allow_list(agent_rules(election=True)))
+async def test_election_and_arp_modes_run_on_their_generated_rules(lab: LabCluster, election: str,
+                                                                   env: dict[str, str]) -> None:
+    lab.api.set_allowed("node-a", EXPECTED[election])
     lab.start_agent("node-a", env={"vip_leaseduration": "3", "vip_renewdeadline": "2", "vip_retryperiod": "0.5",
                                    **env})
     deadline = time.monotonic() + 15

@@ -2,7 +2,8 @@
 
 Supports exactly what deploy/helm/kvip uses, and fails loudly on anything else:
 `{{ .Values.a.b }}`, `{{ .Release.Namespace }}` inline, and on their own lines
-`{{- if .Values.x }}`, `{{- if eq .Values.x "literal" }}`, `{{- else }}`, `{{- end }}`.
+`{{- if .Values.x }}`, `{{- if eq|ne .Values.x "literal" }}`, `{{- else }}`, `{{- end }}`.
+Values merge into the chart's defaults key by key, at every depth, as Helm merges them.
 """
 
 from __future__ import annotations
@@ -29,16 +30,23 @@ def _lookup(path: str, scope: dict[str, Any]) -> Any:
 
 
 def _condition(expression: str, scope: dict[str, Any]) -> bool:
-    if m := re.fullmatch(r'eq (\.[A-Za-z.]+) "([^"]*)"', expression):
-        return str(_lookup(m.group(1), scope)) == m.group(2)
+    if m := re.fullmatch(r'(eq|ne) (\.[A-Za-z.]+) "([^"]*)"', expression):
+        return (str(_lookup(m.group(2), scope)) == m.group(3)) == (m.group(1) == "eq")
     if m := re.fullmatch(r"(\.[A-Za-z.]+)", expression):
         return bool(_lookup(m.group(1), scope))
     raise UnsupportedTemplate(expression)
 
 
+def _merged(defaults: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    out = dict(defaults)
+    for key, value in values.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
 def render(chart: Path, values: dict[str, Any], namespace: str) -> list[dict[str, Any]]:
     defaults = yaml.safe_load((chart / "values.yaml").read_text())
-    merged = {**defaults, **values, "controller": {**defaults["controller"], **values.get("controller", {})}}
+    merged = _merged(defaults, values)
     scope = {"Values": merged, "Release": {"Namespace": namespace}}
     objects: list[dict[str, Any]] = []
     for template in sorted((chart / "templates").glob("*.yaml")):

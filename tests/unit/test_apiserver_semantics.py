@@ -12,7 +12,7 @@ import pytest
 from lightkube import ApiError, AsyncClient, KubeConfig
 
 from kvip.kube.resources import EndpointSlice, Lease, Node, Service
-from kvip.lab.apiserver import StandIn
+from kvip.lab.apiserver import WRITE_VERBS, StandIn
 from kvip.lab.objects import (
     Endpoint,
     endpoint_slice,
@@ -182,6 +182,50 @@ async def test_status_subresource_only_changes_status(api: StandIn) -> None:
                                                   "spec": {"type": "ClusterIP"}}, namespace="default")
     assert patched["status"]["loadBalancer"]["ingress"] == [{"ip": "10.9.0.1"}]
     assert api.get("services", "a", "default")["spec"]["type"] == "LoadBalancer"
+
+
+async def test_a_no_op_patch_returns_the_object_with_its_resource_version_unchanged(api: StandIn) -> None:
+    api.create(load_balancer_service("a"))
+    c = client(api)
+    ingress = {"status": {"loadBalancer": {"ingress": [{"ip": "10.9.0.1"}]}}}
+    written = await c.patch(Service.Status, "a", ingress, namespace="default")
+    watchers_saw = api.resource_version
+    again = await c.patch(Service.Status, "a", ingress, namespace="default")
+    relabel = await c.patch(Service, "a", {"metadata": {"labels": written["metadata"].get("labels")}},
+                            namespace="default")
+    rv = written["metadata"]["resourceVersion"]
+    assert again["metadata"]["resourceVersion"] == relabel["metadata"]["resourceVersion"] == rv
+    assert api.get("services", "a", "default")["metadata"]["resourceVersion"] == rv  # the stored object too
+    assert api.resource_version == watchers_saw  # no revision, no event
+
+
+async def test_a_no_op_status_update_keeps_the_stored_resource_version(api: StandIn) -> None:
+    created = api.create(load_balancer_service("a"))
+    same = await client(api).replace(Service.Status(created), "a", namespace="default")
+    assert same["metadata"]["resourceVersion"] == created["metadata"]["resourceVersion"]
+    assert api.get("services", "a", "default")["metadata"]["resourceVersion"] == created["metadata"]["resourceVersion"]
+
+
+async def test_request_log_counts_every_request_with_resource_verb_and_sizes(api: StandIn) -> None:
+    api.create(load_balancer_service("a"))
+    before = api.requests_served
+    c = client(api)
+    ingress = {"status": {"loadBalancer": {"ingress": [{"ip": "10.9.0.1"}]}}}
+    for _ in range(3):  # the same status three times: one revision, but three requests on the wire
+        await c.patch(Service.Status, "a", ingress, namespace="default")
+    await c.get(Service, "a", namespace="default")
+    writes = api.request_log(resource="services/status", verbs=WRITE_VERBS, after=before)
+    assert [(r.method, r.path, r.verb, r.status) for r in writes] == [
+        ("PATCH", "/api/v1/namespaces/default/services/a/status", "patch", 200)] * 3
+    assert all(r.bytes_in == len(json.dumps(ingress, separators=(",", ":"))) and r.bytes_out > 0 for r in writes)
+    assert [r.verb for r in api.request_log(resource="services", after=before)] == ["get"]
+    async with httpx.AsyncClient(base_url=api.url) as http:
+        over_http = (await http.get("/_standin/requests", params={"resource": "services/status",
+                                                                   "verb": ["patch", "update"],
+                                                                   "after": before})).json()
+        assert (await http.get("/_standin/requests", params={"after": "x"})).status_code == 400
+    assert [r["seq"] for r in over_http["requests"]] == [r.seq for r in writes]
+    assert over_http["total"] >= before + 4
 
 
 async def test_generate_name_and_finalizers_delay_deletion(api: StandIn) -> None:

@@ -65,15 +65,35 @@ async def test_http_probe_needs_a_2xx_answer() -> None:
     server.close()
 
 
-async def test_one_scheduler_probes_a_thousand_targets_in_one_round() -> None:
-    server, port = await serve()
+async def serve_silence() -> tuple[asyncio.Server, list[int]]:
+    """An HTTP endpoint that accepts every connection and never answers: each probe of it lasts the
+    full timeout (a refused connection would fail at once and prove nothing about concurrency)."""
+    accepted = [0]
+
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted[0] += 1
+        await reader.read()  # until the prober gives up and closes
+        writer.close()
+
+    server = await asyncio.start_server(hang, "127.0.0.1", 0, backlog=1024)
+    return server, accepted
+
+
+async def test_one_scheduler_probes_a_thousand_slow_targets_in_one_round() -> None:
+    server, accepted = await serve_silence()
+    port = server.sockets[0].getsockname()[1]
     scheduler = ProbeScheduler(SETTINGS, on_change=lambda: None)
-    scheduler.set_targets({ProbeTarget(f"127.0.{i // 250}.{i % 250 + 1}", port) for i in range(1000)})
+    # One silent listener; a thousand distinct targets (the path is part of a target).
+    scheduler.set_targets({ProbeTarget("127.0.0.1", port, "http", f"/pod-{i}") for i in range(1000)})
+    sequential = 1000 * SETTINGS.timeout  # 300 s: every probe waits out its timeout
     loop = asyncio.get_running_loop()
     start = loop.time()
     await scheduler.probe_all()
-    assert loop.time() - start < 10  # bounded concurrency, not 1,000 sequential timeouts
+    took = loop.time() - start
     server.close()
+    assert accepted[0] == 1000  # every target was really probed, and each one hung
+    assert took >= SETTINGS.timeout  # the probes did wait for an answer ...
+    assert took < sequential / 10, took  # ... side by side: 4 waves of CONCURRENCY take about 1.2 s
 
 
 def test_targets_are_this_nodes_ready_endpoints_unless_the_service_opts_out() -> None:

@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from kvip.core.model import Advertisement, DesiredState, ServiceKey
-from kvip.dataplane.base import ApplyError
+from kvip.core.model import Advertisement, DesiredState, IPAddress, ServiceKey
+from kvip.dataplane.base import ApplyError, DataplaneBase
 from kvip.reconcile import Reconciler
 from kvip.runtime.tasks import Trigger
 
@@ -28,7 +28,7 @@ def state(*vips: str) -> DesiredState:
     )
 
 
-class MemoryDataplane:
+class MemoryDataplane(DataplaneBase):
     """Holds strings; can be told to fail some of them, like a kernel refusing a route."""
 
     name = "memory"
@@ -57,8 +57,8 @@ class MemoryDataplane:
         while True:
             yield await self.hints.get()
 
-    async def close(self) -> None:
-        pass
+    def vip_of(self, item: str) -> IPAddress:
+        return ipaddress.ip_address(item)
 
 
 async def test_pass_adds_missing_and_removes_stale_owned_items() -> None:
@@ -152,3 +152,24 @@ async def test_withdraw_all_removes_every_owned_item() -> None:
     reconciler = Reconciler(compute=lambda: state("192.0.2.1"), backends=[plane], trigger=Trigger())
     assert await reconciler.withdraw_all() == 2
     assert plane.held == set()
+
+
+async def test_the_last_service_going_away_withdraws_its_vip() -> None:
+    plane = MemoryDataplane()
+    current = [state("192.0.2.1")]
+    reconciler = Reconciler(compute=lambda: current[0], backends=[plane], trigger=Trigger())
+    await reconciler.reconcile_once()
+    assert plane.held == {"192.0.2.1"}
+    current[0] = state()  # nothing is wanted any more: the route must go, not linger
+    result = await reconciler.reconcile_once()
+    assert plane.held == set()
+    assert result is not None and result.held_vips == frozenset()
+
+
+async def test_held_vips_count_failed_adds_as_missing_and_failed_removes_as_still_held() -> None:
+    plane = MemoryDataplane(held={"192.0.2.9"})
+    plane.refuse = {"192.0.2.2", "192.0.2.9"}
+    reconciler = Reconciler(compute=lambda: state("192.0.2.1", "192.0.2.2"), backends=[plane], trigger=Trigger())
+    result = await reconciler.reconcile_once()
+    assert result is not None
+    assert result.held_vips == {ipaddress.ip_address("192.0.2.1"), ipaddress.ip_address("192.0.2.9")}

@@ -109,6 +109,11 @@ class AgentMetrics:
         self.conflicts = Counter("kvip_vip_conflicts", "Another MAC answered for a VIP this node holds",
                                  registry=r)
         self.leader = Gauge("kvip_leases_held", "Leases this node holds (fenced)", registry=r)
+        self.task_failures = Counter(
+            "kvip_task_failures",
+            "Agent tasks that raised or ended unexpectedly and were restarted (advertisements kept)",
+            ["task"], registry=r,
+        )
         self.info = Gauge("kvip_agent_info", "Static facts about this agent", ["node"], registry=r)
         self.info.labels(node_name).set(1)
         r.register(_SourceCollector(statuses, staleness))

@@ -14,11 +14,13 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from kvip.core.model import ClusterSnapshot, ProbeVerdicts
+from kvip.config.settings import ProbeSettings  # built by the configuration
+from kvip.core.model import BadInput, ClusterSnapshot, ProbeVerdicts
 
 log = logging.getLogger("kvip.agent.probes")
 
 PROBE_ANNOTATION = "kvip.io/probe"  # off | tcp | http:<path>
+MAX_PROBE_PATH = 256
 CONCURRENCY = 256
 
 
@@ -30,15 +32,6 @@ class ProbeTarget:
     path: str = "/"
 
 
-@dataclass(frozen=True)
-class ProbeSettings:
-    interval: float = 1.0
-    timeout: float = 0.5
-    rise: int = 2
-    fall: int = 2
-    default_kind: str = "tcp"
-
-
 @dataclass
 class _Health:
     up: bool = True  # a new endpoint starts trusted: the API already says it is ready
@@ -46,15 +39,67 @@ class _Health:
     last_error: str = ""
 
 
-def targets_for_node(snapshot: ClusterSnapshot, node: str, default_kind: str = "tcp") -> set[ProbeTarget]:
-    """Every ready local endpoint of a LoadBalancer service, on its first port, unless the service opts out."""
+class ProbeSpecError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    kind: str  # off | tcp | http
+    path: str = "/"
+
+
+@dataclass(frozen=True)
+class ProbePlan:
+    """What to probe on this node, and the Services whose probe annotation was refused."""
+
+    targets: frozenset[ProbeTarget]
+    problems: tuple[BadInput, ...] = ()
+
+
+def parse_probe_spec(text: str) -> ProbeSpec:
+    """`off`, `tcp`, `http` or `http:<path>`. The path goes verbatim into an HTTP request line sent from
+    the host network, so it must be a plain origin-form path: it starts with "/", is printable ASCII
+    without spaces (no CR/LF: no smuggled headers or second request) and at most MAX_PROBE_PATH long."""
+    spec = text.strip()
+    kind, sep, path = spec.partition(":")
+    kind = kind.lower()
+    if kind in ("off", "none", "false") and not sep:
+        return ProbeSpec("off")
+    if kind == "tcp" and not sep:
+        return ProbeSpec("tcp")
+    if kind != "http":
+        raise ProbeSpecError(f"{PROBE_ANNOTATION}={_shown(text)}: not off, tcp, http or http:<path>")
+    if not sep or not path:
+        return ProbeSpec("http", "/")
+    if len(path) > MAX_PROBE_PATH:
+        raise ProbeSpecError(f"{PROBE_ANNOTATION}: the HTTP path is longer than {MAX_PROBE_PATH} characters")
+    if not path.startswith("/") or not all("!" <= c <= "~" for c in path):
+        raise ProbeSpecError(f"{PROBE_ANNOTATION}={_shown(text)}: the HTTP path must start with / and hold only "
+                             "printable ASCII without spaces")
+    return ProbeSpec("http", path)
+
+
+def _shown(text: str) -> str:
+    return repr(text[:80] + ("..." if len(text) > 80 else ""))
+
+
+def probe_plan(snapshot: ClusterSnapshot, node: str, default_kind: str = "tcp") -> ProbePlan:
+    """Every ready local endpoint of a LoadBalancer service, on its first port, unless the service opts
+    out; a service with an invalid probe annotation is not probed (its endpoints count as the API says)
+    and gets a problem instead."""
     found: set[ProbeTarget] = set()
+    problems: list[BadInput] = []
     for key, endpoints in snapshot.endpoints.items():
         service = snapshot.services.get(key)
         if service is None:
             continue
-        kind, path = _kind(service.annotations.get(PROBE_ANNOTATION, default_kind))
-        if kind == "off":
+        try:
+            spec = parse_probe_spec(service.annotations.get(PROBE_ANNOTATION, default_kind))
+        except ProbeSpecError as exc:
+            problems.append(BadInput(key, "InvalidProbe", f"{exc}; not probed"))
+            continue
+        if spec.kind == "off":
             continue
         for endpoint in endpoints:
             if endpoint.node_name != node or not endpoint.ready:
@@ -62,16 +107,13 @@ def targets_for_node(snapshot: ClusterSnapshot, node: str, default_kind: str = "
             port = next((p.port for p in endpoint.ports if p.port), None)
             if port is None:
                 continue
-            found.update(ProbeTarget(address, port, kind, path) for address in endpoint.addresses)
-    return found
+            found.update(ProbeTarget(address, port, spec.kind, spec.path) for address in endpoint.addresses)
+    return ProbePlan(frozenset(found), tuple(problems))
 
 
-def _kind(spec: str) -> tuple[str, str]:
-    spec = spec.strip().lower()
-    if spec.startswith("http"):
-        _, _, path = spec.partition(":")
-        return "http", path or "/"
-    return ("off", "/") if spec in ("off", "none", "false") else ("tcp", "/")
+def targets_for_node(snapshot: ClusterSnapshot, node: str, default_kind: str = "tcp") -> set[ProbeTarget]:
+    """The targets of `probe_plan` (its problems dropped)."""
+    return set(probe_plan(snapshot, node, default_kind).targets)
 
 
 @dataclass
@@ -135,6 +177,7 @@ class ProbeScheduler:
                 reader, writer = await asyncio.open_connection(target.address, target.port)
                 try:
                     if target.kind == "http":
+                        parse_probe_spec(f"http:{target.path}")  # raises before anything is written
                         host = f"[{target.address}]" if ":" in target.address else target.address
                         writer.write(f"GET {target.path} HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
                         await writer.drain()
@@ -144,5 +187,5 @@ class ProbeScheduler:
                 finally:
                     writer.close()
             return None
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError, ProbeSpecError) as exc:
             return type(exc).__name__ if not str(exc) else str(exc)

@@ -1,43 +1,56 @@
 """Wiring of one node's agent: config → cache → decide → reconciler → dataplane backends.
 
-Owns the tasks and their lifetimes, and the policy choices that are not product logic: when the
-cache is trustworthy enough to act on (synced once), what API loss means (`on_api_loss`), and what
-shutdown does (withdraw unless told to keep). Everything it runs is level-triggered: each task only
-*fires the trigger*; the reconciler re-reads everything.
+Owns the tasks and their lifetimes: when the cache is trustworthy enough to act on (synced once),
+and what shutdown does (withdraw unless told to keep). The drain window and API-loss withdrawal are
+decided by `kvip.core.policy` with this agent's clock. Everything it runs is level-triggered: each
+task only *fires the trigger*; the reconciler re-reads everything.
+
+Fail-static: a task that raises (or returns) is logged, counted (`kvip_task_failures`) and restarted
+with backoff; only `stop` ends the agent, so an unexpected exception never withdraws a VIP.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from lightkube import AsyncClient
 
+from kvip.agent.http import AgentView, serve_agent_http, status_document
 from kvip.agent.metrics import AgentMetrics
-from kvip.agent.probes import ProbeScheduler, ProbeSettings, targets_for_node
+from kvip.agent.probes import ProbeScheduler, probe_plan
 from kvip.config.agent import AgentConfig, Mode
 from kvip.core.decide import decide
 from kvip.core.model import (
+    BadInput,
     ClusterSnapshot,
     DesiredState,
     ElectionMode,
     Leadership,
     ProbeVerdicts,
 )
+from kvip.core.policy import (
+    ApiLossChange,
+    ApiLossState,
+    DrainState,
+    api_loss,
+    drain_window,
+)
 from kvip.dataplane.base import Dataplane
 from kvip.kube.cache import ClusterCache
 from kvip.kube.client import make_client
-from kvip.kube.election import LeaseElector, LeaseKey, LeaseTiming, service_lease_key
+from kvip.kube.election import LeaseElector, LeaseKey, service_lease_key
 from kvip.kube.events import EventRecorder
 from kvip.kube.heartbeat import HeartbeatPublisher
 from kvip.kube.status_writer import ServiceStatusWriter
 from kvip.reconcile import Reconciler, ReconcileResult
-from kvip.runtime.tasks import Trigger, cancel_and_wait
+from kvip.runtime.tasks import Backoff, Trigger, cancel_and_wait
 
 log = logging.getLogger("kvip.agent.wiring")
 
@@ -50,20 +63,15 @@ def default_backends(config: AgentConfig, on_conflict: Callable[[Any, str], None
     if config.mode is Mode.TABLE:
         from kvip.dataplane.routes import RouteTable
 
-        return [
-            RouteTable(
-                table=config.routing_table_id,
-                protocol=config.routing_protocol,
-                interface=config.interface,
-                route_type=config.routing_table_type,
-            )
-        ]
+        routes = config.route_table
+        return [RouteTable(table=routes.table, protocol=routes.protocol, interface=routes.interface,
+                           route_type=routes.route_type)]
     if config.mode is Mode.ARP:
         from kvip.dataplane.arp import ArpBackend
 
-        interface = config.interface if config.interface != "lo" else default_route_interface()
-        return [ArpBackend(interface=interface, protocol=config.routing_protocol, arp_rate=config.arp_rate,
-                           on_conflict=on_conflict)]
+        arp = config.arp
+        return [ArpBackend(interface=arp.interface or default_route_interface(), protocol=arp.protocol,
+                           arp_rate=arp.rate, on_conflict=on_conflict)]
     if config.mode is Mode.BGP and config.bgp is not None:
         from kvip.dataplane.bird.speaker import BgpSpeaker
 
@@ -77,26 +85,10 @@ def default_route_interface() -> str:
 
     with IPRoute() as ipr:
         for route in ipr.get_default_routes(family=socket.AF_INET):
-            index = route.get("RTA_OIF") if hasattr(route, "get") else None
+            index = route.get("RTA_OIF")
             if index:
                 return ipr.get_links(index)[0].get("IFLA_IFNAME")
     raise AgentError("vip_arp=true but no vip_interface given and no IPv4 default route to take it from")
-
-
-def actual_vips(result: ReconcileResult) -> set[str]:
-    """What the dataplane holds after a pass: desired, minus adds that failed, plus removes that failed."""
-    held = {str(v) for v in result.desired.vips}
-    for diff in result.diffs:
-        for item in diff.failed:
-            vip = (getattr(item, "address", None) or getattr(getattr(item, "dst", None), "network_address", None)
-                   or getattr(getattr(item, "prefix", None), "network_address", None))
-            if vip is None:
-                continue
-            if item in diff.added:
-                held.discard(str(vip))
-            elif item in diff.removed:
-                held.add(str(vip))
-    return held
 
 
 class Agent:
@@ -123,15 +115,13 @@ class Agent:
                                             mode=config.mode.value, period=config.resync_period)
         self.elector: LeaseElector | None = None
         if config.election is not ElectionMode.NONE:
-            timing = LeaseTiming(config.lease_duration, config.renew_deadline, config.retry_period)
-            self.elector = LeaseElector(self.client, identity=config.node_name, timing=timing,
+            self.elector = LeaseElector(self.client, identity=config.node_name, timing=config.lease_timing,
                                         on_change=lambda: self.trigger.fire("lease"))
             if config.election is ElectionMode.GLOBAL:
                 self.elector.want([self.global_lease])
         for backend in self.backends:
-            collector = getattr(backend, "collector", None)
-            if collector is not None:  # backend-specific metrics (BGP sessions)
-                self.metrics.registry.register(collector())
+            for collector in backend.collectors():  # backend-specific metrics (BGP sessions)
+                self.metrics.registry.register(collector)
         self.reconciler = Reconciler(
             compute=self.compute_desired,
             backends=self.backends,
@@ -140,17 +130,15 @@ class Agent:
         )
         self._decide_config = config.decide_config()
         self.probes: ProbeScheduler | None = None
-        if config.probes != "off":
-            settings = ProbeSettings(config.probe_interval, config.probe_timeout, config.probe_rise,
-                                     config.probe_fall, config.probes)
-            self.probes = ProbeScheduler(settings, on_change=lambda: self.trigger.fire("probe"))
-        self._withdrawn_for_api_loss = False
+        self.probe_problems: tuple[BadInput, ...] = ()
+        if config.probe_settings is not None:
+            self.probes = ProbeScheduler(config.probe_settings, on_change=lambda: self.trigger.fire("probe"))
+        self._api_loss = ApiLossState()
         self._memo: tuple[ClusterSnapshot, tuple[Leadership, ProbeVerdicts, bool], DesiredState] | None = None
         # Make-before-break (BGP): seconds a leaving node keeps announcing with GRACEFUL_SHUTDOWN.
-        self.drain_time = config.bgp.drain_time if config.mode is Mode.BGP and config.bgp else 0.0
+        self.drain_time = config.drain_time
         self._shutting_down = False
-        self._cordoned_since: float | None = None
-        self._seen_uncordoned = False
+        self._drain = DrainState()
         self.ready = asyncio.Event()
 
     # -- the one computation ----------------------------------------------------------------
@@ -158,22 +146,15 @@ class Agent:
     def compute_desired(self) -> DesiredState | None:
         if not self.cache.synced:
             return None  # never act on a cache that has not listed everything once
-        limit = self.config.withdraw_after
-        if limit is not None:
-            stale = self.cache.stale_for(asyncio.get_running_loop().time())
-            if stale > limit:
-                if not self._withdrawn_for_api_loss:
-                    log.warning("API unreachable for %.0fs > %.0fs (on_api_loss): withdrawing", stale, limit)
-                    self._withdrawn_for_api_loss = True
-                return DesiredState(advertisements={})
-            if self._withdrawn_for_api_loss and stale == 0:
-                self._withdrawn_for_api_loss = False
-                log.info("API reachable again: advertising from a fresh cache")
+        if self.api_lost():
+            return DesiredState(advertisements={})
         snapshot = self.cache.snapshot()
         leadership = self.leadership(snapshot)
         verdicts = ProbeVerdicts()
         if self.probes is not None:
-            self.probes.set_targets(targets_for_node(snapshot, self.config.node_name, self.config.probes))
+            plan = probe_plan(snapshot, self.config.node_name, self.config.probes)
+            self.probes.set_targets(plan.targets)
+            self.probe_problems = plan.problems  # refused probe annotations, reported with decide()'s
             verdicts = self.probes.verdicts()
         # decide() is pure: the same inputs give the same answer, so a pass woken only by the
         # dataplane (netlink echo of our own change, tampering) skips straight to the diff.
@@ -187,31 +168,29 @@ class Agent:
             self.elector.want(service_lease_key(key) for key in state.eligible)
         return state
 
-    def draining(self, snapshot: ClusterSnapshot) -> bool:
-        """Inside a drain window: shutting down, or cordoned less than drain_time ago (as seen by us).
+    def api_lost(self) -> bool:
+        """on_api_loss: whether to withdraw everything because the API has been unreachable too long."""
+        limit = self.config.withdraw_after
+        stale = self.cache.stale_for(asyncio.get_running_loop().time()) if limit is not None else 0.0
+        decision, self._api_loss = api_loss(self._api_loss, stale_for=stale, withdraw_after=limit)
+        if decision.change is ApiLossChange.WITHDRAWN:
+            log.warning("API unreachable for %.0fs > %.0fs (on_api_loss): withdrawing", stale, limit)
+        elif decision.change is ApiLossChange.RESTORED:
+            log.info("API reachable again: advertising from a fresh cache")
+        return decision.withdraw
 
-        A cordon already in place when the agent starts gets no window: re-announcing a VIP just to
-        drain it again would pull traffic back to a node that is leaving.
-        """
-        if self.drain_time <= 0:
-            return False
-        if self._shutting_down:
-            return True
-        node = snapshot.node
-        cordoned = (node is not None and node.unschedulable and self.config.drain_on_cordon
-                    and self.config.respect_node_state)
+    def draining(self, snapshot: ClusterSnapshot) -> bool:
+        """Inside a drain window (kvip.core.policy.drain_window), seen with this agent's clock."""
         now = asyncio.get_running_loop().time()
-        if not cordoned:
-            self._cordoned_since = None
-            self._seen_uncordoned = node is not None or self._seen_uncordoned
-            return False
-        if self._cordoned_since is None:
-            self._cordoned_since = now if self._seen_uncordoned else now - self.drain_time
-            if self._seen_uncordoned:
-                log.info("node cordoned: announcing with GRACEFUL_SHUTDOWN for %.1fs, then withdrawing",
-                         self.drain_time)
-                self.trigger.fire_later(self.drain_time, "drain-window")
-        return now - self._cordoned_since < self.drain_time
+        decision, self._drain = drain_window(
+            self._drain, now=now, node=snapshot.node, drain_time=self.drain_time,
+            cordon_withdraws=self.config.drain_on_cordon and self.config.respect_node_state,
+            shutting_down=self._shutting_down)
+        if decision.wake_at is not None:
+            log.info("node cordoned: announcing with GRACEFUL_SHUTDOWN for %.1fs, then withdrawing",
+                     self.drain_time)
+            self.trigger.fire_later(decision.wake_at - now, "drain-window")
+        return decision.draining
 
     @property
     def global_lease(self) -> LeaseKey:
@@ -227,13 +206,13 @@ class Agent:
         return Leadership(led_services=frozenset(k for k in snapshot.services if service_lease_key(k) in held))
 
     def _after_pass(self, result: ReconcileResult) -> None:
-        self.events.report(result.desired.problems)
+        self.events.report(result.desired.problems + self.probe_problems)
         self.events.report_transitions(result.desired.decisions)
         self.status_writer.report(result.desired, self.cache.services.store)
         if self.elector is not None:
             self.metrics.leader.set(len(self.elector.held()))
         desired = {str(v) for v in result.desired.vips}
-        actual = actual_vips(result)
+        actual = {str(v) for v in result.held_vips}
         self.metrics.observe_actual(desired, actual)
         self.heartbeat.report(actual, desired)
         self.ready.set()
@@ -251,45 +230,65 @@ class Agent:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run until `stop` is set; then withdraw (unless keep_routes_on_exit) and close."""
-        tasks: list[asyncio.Task[Any]] = []
-        try:
-            tasks.append(asyncio.create_task(self.cache.run(), name="cache"))
-            tasks.append(asyncio.create_task(self.events.run(), name="events"))
-            tasks.append(asyncio.create_task(self.heartbeat.run(), name="heartbeat"))
-            tasks.append(asyncio.create_task(self.status_writer.run(), name="status-writer"))
-            tasks.append(asyncio.create_task(self.reconciler.run(self._first_sync()), name="reconciler"))
-            for backend in self.backends:
-                tasks.append(asyncio.create_task(self.reconciler.watch_dataplane(backend),
-                                                 name=f"watch-{backend.name}"))
-            tasks.append(asyncio.create_task(self._timer(), name="timer"))
-            if self.elector is not None:
-                tasks.append(asyncio.create_task(self.elector.run(), name="elector"))
-            if self.probes is not None:
-                tasks.append(asyncio.create_task(self.probes.run(), name="probes"))
-            for backend in self.backends:
-                maintain = getattr(backend, "maintain", None)
-                if maintain is not None:  # periodic announcements (ARP/NA), session keeping (BGP)
-                    tasks.append(asyncio.create_task(maintain(), name=f"maintain-{backend.name}"))
-            if self.config.metrics_address:
-                from kvip.agent.http import serve_agent_http
+        """Run until `stop` is set; then withdraw (unless keep_routes_on_exit) and close.
 
-                tasks.append(asyncio.create_task(serve_agent_http(self, self.config.metrics_address),
-                                                 name="http"))
-            stopper = asyncio.create_task(stop.wait())
-            done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                if task is stopper:
-                    continue
-                # Every task is meant to run forever: one that ends is a bug, never a clean exit.
-                if task.exception() is not None:
-                    raise task.exception()  # type: ignore[misc]
-                raise AgentError(f"task {task.get_name()} ended unexpectedly")
-            stopper.cancel()
+        Nothing but `stop` ends this: a task that fails is restarted (see `supervise`), because
+        withdrawing on a bug would turn a local fault into an outage of every VIP on this node."""
+        tasks = [asyncio.create_task(supervise(name, start, on_failure=self.metrics.task_failures.labels(name).inc),
+                                     name=name)
+                 for name, start in self._tasks()]
+        try:
+            await stop.wait()
         finally:
             await cancel_and_wait(tasks)
             self.trigger.cancel_timers()
             await self._shutdown()
+
+    def _tasks(self) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
+        """Every long-running task, by name, as a function that starts it afresh."""
+        tasks: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+            ("cache", self.cache.run),
+            ("events", self.events.run),
+            ("heartbeat", self.heartbeat.run),
+            ("status-writer", self.status_writer.run),
+            ("reconciler", lambda: self.reconciler.run(self._first_sync())),
+            ("timer", self._timer),
+        ]
+        for backend in self.backends:
+            tasks.append((f"watch-{backend.name}", functools.partial(self.reconciler.watch_dataplane, backend)))
+            # Periodic announcements (ARP/NA), speaker supervision (BGP); a no-op elsewhere.
+            tasks.append((f"maintain-{backend.name}", backend.maintain))
+        if self.elector is not None:
+            tasks.append(("elector", self.elector.run))
+        if self.probes is not None:
+            tasks.append(("probes", self.probes.run))
+        if self.config.metrics_address:
+            view, address = self.http_view(), self.config.metrics_address
+            tasks.append(("http", lambda: serve_agent_http(view, address)))
+        return tasks
+
+    # -- what the HTTP endpoint sees -----------------------------------------------------------
+
+    def http_view(self) -> AgentView:
+        return AgentView(status=self.status_document, alive=self.alive, ready=self.ready.is_set,
+                         metrics=self.metrics.render, resync=self.request_resync)
+
+    def status_document(self) -> dict[str, Any]:
+        return status_document(
+            node=self.config.node_name, mode=self.config.mode.value, synced=self.cache.synced,
+            passes=self.reconciler.passes, sources=self.cache.statuses(), result=self.reconciler.last_result,
+            last_known_good_endpoint=self.reconciler.last_known_good_endpoint,
+            backends={b.name: b.status() for b in self.backends})
+
+    def alive(self) -> bool:
+        """The loop turns: after the first pass, one must complete every resync period (the timer
+        guarantees a trigger), so three missed periods mean a stuck agent."""
+        last = self.reconciler.last_result
+        return last is None or time.time() - (last.started_at + last.duration) <= 3 * self.config.resync_period
+
+    def request_resync(self) -> None:
+        self.cache.request_relist()
+        self.trigger.fire("manual")
 
     async def _drain_before_withdraw(self) -> None:
         """BGP make-before-break: re-announce with GRACEFUL_SHUTDOWN (and local-pref 0), hand over any
@@ -300,7 +299,7 @@ class Agent:
         self._shutting_down = True
         try:
             await self.reconciler.reconcile_once({"shutdown-drain": 1})
-        except Exception as exc:  # draining is a courtesy; the withdraw below must still happen
+        except Exception as exc:  # noqa: BLE001 (draining is a courtesy; the withdraw below must still happen)
             log.warning("shutdown: could not re-announce for draining: %s", exc)
             return
         if self.elector is not None:
@@ -338,3 +337,25 @@ class Agent:
                 await backend.close()
         with contextlib.suppress(Exception):
             await self.client.close()
+
+
+async def supervise(name: str, start: Callable[[], Awaitable[None]], *, on_failure: Callable[[], None],
+                    backoff: Backoff | None = None) -> None:
+    """Run `start()` forever: every task is meant to run until cancelled, so one that raises or returns
+    is a bug — logged, counted by `on_failure`, and restarted after a backoff. Never raises but for
+    cancellation; what is advertised stays as it is meanwhile (fail-static)."""
+    backoff = backoff or Backoff(initial=0.5, cap=30.0)
+    loop = asyncio.get_running_loop()
+    while True:
+        began = loop.time()
+        try:
+            await start()
+            log.error("task %s ended unexpectedly; restarting it (advertisements kept)", name)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # fail-static: any bug in a task is survived (logged), never a withdraw
+            log.exception("task %s failed; restarting it (advertisements kept)", name)
+        on_failure()
+        if loop.time() - began > 60.0:  # it ran well for a while: this is a new failure, not a crash loop
+            backoff.reset()
+        await asyncio.sleep(backoff.next_delay())

@@ -12,17 +12,14 @@ import datetime as dt
 import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kvip.core.decide import DecideConfig, decide
 from kvip.core.model import (
-    ClusterSnapshot,
     ElectionMode,
-    EndpointView,
     Leadership,
     ServiceKey,
-    ServiceView,
 )
 from kvip.kube import convert
 from kvip.kube.election import service_lease_key
@@ -81,24 +78,15 @@ def audit(
     base_config: DecideConfig | None = None,
 ) -> AuditReport:
     holders = dict(lease_holders or {})
-    views: dict[ServiceKey, ServiceView] = {}
-    for obj in services:
-        if (obj.get("spec") or {}).get("type") == "LoadBalancer":
-            view = convert.service_view(obj)
-            views[view.key] = view
-    endpoints: dict[ServiceKey, list[EndpointView]] = defaultdict(list)
-    for obj in slices:
-        key = convert.slice_service_key(obj)
-        if key is not None:
-            endpoints[key].extend(convert.endpoint_views(obj))
-    grouped = {k: tuple(v) for k, v in endpoints.items()}
+    views = dict(entry for obj in services if (entry := convert.load_balancer_entry(obj)))
+    cluster = convert.snapshot(views, (entry[1] for obj in slices if (entry := convert.slice_entry(obj))), None)
     expected: dict[str, set[str]] = defaultdict(set)
     owners: dict[str, set[str]] = defaultdict(set)
     template = base_config or DecideConfig(node_name="")
     for node_obj in nodes:
         node = convert.node_view(node_obj)
         config = DecideConfig(**{**template.__dict__, "node_name": node.name, "election": election})
-        snapshot = ClusterSnapshot(views, grouped, node)
+        snapshot = replace(cluster, node=node)
         if election is ElectionMode.GLOBAL:
             leadership = Leadership(is_global_leader=holders.get(global_lease) == node.name)
         elif election is ElectionMode.SERVICE:

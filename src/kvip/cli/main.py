@@ -35,6 +35,13 @@ def _setup_logging(level: str, fmt: str = "text") -> None:
     logging.getLogger("kvip").setLevel(getattr(logging, level.upper(), logging.INFO))
 
 
+def _invalid(command: str, error: Exception) -> int:
+    """Exit 2 with one line per problem, each naming its variable or flag; never a traceback."""
+    for line in str(error).splitlines():
+        print(f"kvip {command}: {line}", file=sys.stderr)
+    return 2
+
+
 async def _run_agent(args: argparse.Namespace) -> int:
     from kvip.agent.wiring import Agent, AgentError
     from kvip.config.agent import ConfigError, config_from_args
@@ -43,8 +50,7 @@ async def _run_agent(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args, os.environ)
     except ConfigError as exc:
-        print(f"kvip agent: invalid configuration:\n{exc}", file=sys.stderr)
-        return 2
+        return _invalid("agent", exc)
     _setup_logging(config.log_level, config.log_format)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -65,19 +71,22 @@ async def _run_agent(args: argparse.Namespace) -> int:
 
 
 async def _run_controller(args: argparse.Namespace) -> int:
+    from kvip.config.controller import ConfigError, controller_config_from_args
     from kvip.controller.allocator import Controller
     from kvip.kube.client import KubeClientError, make_client
-    from kvip.kube.election import ElectionConfigError, LeaseTiming
 
+    try:
+        config = controller_config_from_args(args, os.environ)
+    except ConfigError as exc:
+        return _invalid("controller", exc)
     _setup_logging("info")
     try:
-        timing = LeaseTiming(args.lease_duration, args.renew_deadline, args.retry_period)
-        client = make_client(args.kubeconfig)
-    except (ElectionConfigError, KubeClientError) as exc:
+        client = make_client(config.kubeconfig)
+    except KubeClientError as exc:
         print(f"kvip controller: {exc}", file=sys.stderr)
         return 2
-    controller = Controller(client, identity=args.identity, namespace=args.namespace, configmap=args.configmap,
-                            timing=timing)
+    controller = Controller(client, identity=config.identity or socket.gethostname(), namespace=config.namespace,
+                            configmap=config.configmap, timing=config.lease_timing)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -106,6 +115,7 @@ def _add_lab_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 def build_parser() -> argparse.ArgumentParser:
     from kvip.config.agent import add_agent_arguments
+    from kvip.config.controller import add_controller_arguments
 
     parser = argparse.ArgumentParser(prog="kvip", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -113,14 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_agent_arguments(agent)
     from kvip.cli.tools import add_audit_arguments, add_status_arguments
 
-    controller = sub.add_parser("controller", help="leader-elected LoadBalancer IP allocator (kubevip ConfigMap)")
-    controller.add_argument("--kubeconfig", default=None)
-    controller.add_argument("--identity", default=os.environ.get("POD_NAME") or socket.gethostname())
-    controller.add_argument("--namespace", default=os.environ.get("cp_namespace", "kube-system"))
-    controller.add_argument("--configmap", default="kubevip")
-    controller.add_argument("--lease-duration", type=float, default=float(os.environ.get("vip_leaseduration", 15)))
-    controller.add_argument("--renew-deadline", type=float, default=float(os.environ.get("vip_renewdeadline", 10)))
-    controller.add_argument("--retry-period", type=float, default=float(os.environ.get("vip_retryperiod", 2)))
+    add_controller_arguments(sub.add_parser(
+        "controller", help="leader-elected LoadBalancer IP allocator (kubevip ConfigMap)"))
     from kvip.deploy.manifests import add_manifest_arguments
 
     add_manifest_arguments(sub.add_parser("manifest", help="print DaemonSet/Pod/controller manifests with least-privilege RBAC"))

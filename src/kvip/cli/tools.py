@@ -10,7 +10,18 @@ import urllib.request
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+
+
+def _e(value: Any) -> str:
+    """A value from the cluster (names, annotations, problem messages) as literal text: rich must not
+    read `[/bold]` in a tenant's annotation as markup (kvip issue #17, row 13: it crashed `kvip status`)."""
+    return escape(str(value))
+
+
+def _es(values: Any) -> str:
+    return ", ".join(_e(v) for v in values)
 
 
 def add_status_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,34 +40,35 @@ def run_status(args: argparse.Namespace) -> int:
         print(json.dumps(doc, indent=2))
         return 0
     console = Console(width=None if sys.stdout.isatty() else 200)
-    console.print(f"node [bold]{doc['node']}[/bold]  mode {doc['mode']}  synced {doc['synced']}  "
-                  f"passes {doc['passes']}")
+    console.print(f"node [bold]{_e(doc['node'])}[/bold]  mode {_e(doc['mode'])}  synced {_e(doc['synced'])}  "
+                  f"passes {_e(doc['passes'])}")
     sources = Table("source", "state", "objects", "relists", "last error")
     for s in doc["sources"]:
-        sources.add_row(s["resource"], s["state"], str(s["objects"]), str(s["relists"]), s["lastError"] or "")
+        sources.add_row(_e(s["resource"]), _e(s["state"]), _e(s["objects"]), _e(s["relists"]),
+                        _e(s["lastError"] or ""))
     console.print(sources)
     last = doc.get("lastPass") or {}
     actual_failed = {k for d in last.get("diffs", []) for k in d.get("failed", {})}
     services = Table("service", "VIPs", "desired", "reason", "local endpoints", "last known good endpoint")
     for name, s in doc["services"].items():
-        services.add_row(name, ", ".join(s["vips"]) or "-", "yes" if s["advertised"] else "no", s["reason"],
-                         ", ".join(s["localEndpoints"]) or "-", s["lastKnownGoodEndpoint"] or "-")
+        services.add_row(_e(name), _es(s["vips"]) or "-", "yes" if s["advertised"] else "no", _e(s["reason"]),
+                         _es(s["localEndpoints"]) or "-", _e(s["lastKnownGoodEndpoint"] or "-"))
     console.print(services)
     bgp = doc.get("backends", {}).get("bgp")
     if bgp:
         sessions = Table("BGP peer", "session")
         for peer, state in bgp["sessions"].items():
-            sessions.add_row(peer, state)
+            sessions.add_row(_e(peer), _e(state))
         console.print(sessions)
-        console.print(f"speaker running {bgp['speakerRunning']}, restarts {bgp['speakerRestarts']}, "
-                      f"announcing {bgp['announced']} prefix(es); {bgp['runDir']}")
+        console.print(f"speaker running {_e(bgp['speakerRunning'])}, restarts {_e(bgp['speakerRestarts'])}, "
+                      f"announcing {_e(bgp['announced'])} prefix(es); {_e(bgp['runDir'])}")
     if doc["problems"]:
         problems = Table("service", "problem", "message")
         for p in doc["problems"]:
-            problems.add_row(p["service"], p["reason"], p["message"])
+            problems.add_row(_e(p["service"]), _e(p["reason"]), _e(p["message"]))
         console.print(problems)
     if actual_failed:
-        console.print(f"[red]not applied (retrying):[/red] {', '.join(sorted(actual_failed))}")
+        console.print(f"[red]not applied (retrying):[/red] {_es(sorted(actual_failed))}")
     return 0
 
 
@@ -92,13 +104,13 @@ def run_audit(args: argparse.Namespace) -> int:
     else:
         table = Table("VIP", "services", "should advertise", "says it does", "")
         for row in report.vips:
-            table.add_row(row.vip, ", ".join(row.services) or "-", ", ".join(sorted(row.expected)) or "-",
-                          ", ".join(sorted(row.reported)) or "-", "ok" if row.ok else "DRIFT")
+            table.add_row(_e(row.vip), _es(row.services) or "-", _es(sorted(row.expected)) or "-",
+                          _es(sorted(row.reported)) or "-", "ok" if row.ok else "DRIFT")
         console = Console(width=None if sys.stdout.isatty() else 200)
         console.print(table)
         for node in report.stale_nodes:
-            console.print(f"stale heartbeat: {node}")
+            console.print(f"stale heartbeat: {_e(node)}")
         for node in report.silent_nodes:
-            console.print(f"no heartbeat at all: {node}")
+            console.print(f"no heartbeat at all: {_e(node)}")
         console.print("audit: ok" if report.ok else "audit: DRIFT")
     return 0 if report.ok else 1

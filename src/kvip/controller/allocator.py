@@ -41,11 +41,13 @@ class Controller:
         self._class_rules = decide_config or DecideConfig(node_name=identity)
         fire = self.trigger.fire
         self.services: Reflector[ServiceKey, ServiceView] = Reflector(
-            client, Service, name="services", convert=_lb_service, key_of=convert.object_key,
+            client, Service, name="services", convert=convert.load_balancer_entry, key_of=convert.object_key,
             on_change=fire, resync_period=resync_period)
+        # Only our namespace (kvip issue #17, row 10): a tenant's own `kubevip` ConfigMap must neither
+        # be read nor, by failing the filter, wipe the pools from the store; a Role there suffices.
         self.configmaps: Reflector[str, Mapping[str, str]] = Reflector(
-            client, ConfigMap, name="configmaps", convert=self._pool_data, key_of=lambda o: "pools",
-            on_change=fire, resync_period=resync_period, fields={"metadata.name": configmap})
+            client, ConfigMap, name="configmaps", convert=self._pool_data, key_of=self._pool_key,
+            on_change=fire, resync_period=resync_period, fields={"metadata.name": configmap}, namespace=namespace)
         self.elector = LeaseElector(client, identity=identity, timing=timing,
                                     on_change=lambda: fire("lease"))
         self.lease = LeaseKey(namespace, "kvip-controller")
@@ -55,10 +57,13 @@ class Controller:
         self._config_problems: tuple[str, ...] = ()
 
     def _pool_data(self, obj: Mapping[str, Any]) -> tuple[str, Mapping[str, str]] | None:
-        if (obj.get("metadata") or {}).get("namespace") != self.namespace:
+        if convert.object_key(obj).namespace != self.namespace:
             return None
-        data = obj.get("data") or {}
-        return "pools", {k: v for k, v in data.items() if isinstance(v, str)}
+        return "pools", convert.string_data(obj)
+
+    def _pool_key(self, obj: Mapping[str, Any]) -> str:
+        key = convert.object_key(obj)
+        return "pools" if (key.namespace, key.name) == (self.namespace, self.configmap) else f"foreign:{key}"
 
     @property
     def leading(self) -> bool:
@@ -100,9 +105,3 @@ class Controller:
                 log.warning("ConfigMap %s/%s: %s", self.namespace, self.configmap, problem)
             self._config_problems = config.problems
 
-
-def _lb_service(obj: Mapping[str, Any]) -> tuple[ServiceKey, ServiceView] | None:
-    if (obj.get("spec") or {}).get("type") != "LoadBalancer":
-        return None
-    view = convert.service_view(obj)
-    return view.key, view

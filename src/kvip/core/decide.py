@@ -14,10 +14,11 @@ A VIP is advertised while any service that owns it is advertised here (shared VI
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-from kvip.core.bgp_attributes import merged_attributes, service_attributes
+from kvip.core.bgp_attributes import drained, merged_attributes, service_attributes
 from kvip.core.model import (
     Advertisement,
     BadInput,
@@ -29,9 +30,11 @@ from kvip.core.model import (
     Leadership,
     NodeView,
     ProbeVerdicts,
+    RouteAttributes,
     ServiceDecision,
     ServiceKey,
     ServiceView,
+    shown,
 )
 from kvip.core.vips import service_vips
 
@@ -39,6 +42,7 @@ DEFAULT_LB_CLASS = "kube-vip.io/kube-vip-class"
 IGNORE_ANNOTATION = "kube-vip.io/ignore"
 SERVICE_INTERFACE_ANNOTATION = "kube-vip.io/serviceInterface"
 EXCLUDE_LB_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
+_INTERFACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,14}")
 
 
 @dataclass(frozen=True)
@@ -75,34 +79,67 @@ def decide(
     node_block = node_blocker(config, snapshot.node, draining)
 
     for key in sorted(snapshot.services):
-        service = snapshot.services[key]
-        if not is_handled(config, service, problems):
+        found: list[BadInput] = []
+        try:
+            decision = decide_service(config, snapshot.services[key], snapshot.endpoints.get(key, ()),
+                                      node_block, leadership, probes, found)
+        except Exception as exc:  # defence in depth: a bug met by one Service costs that Service only
+            found.append(internal_error(key, exc))
+            decision = ServiceDecision(key, (), False, False, "internal-error")
+        problems.extend(found)
+        if decision is None:
             continue
-        vips, bad = service_vips(service)
-        problems.extend(bad)
-        if any(v.version not in config.address_families for v in vips):
-            vips = unreachable_family(config, service, vips, problems)
-        if config.bgp_attributes:
-            problems.extend(service_attributes(service)[1])
-        endpoints = snapshot.endpoints.get(key, ())
-        local = local_usable_addresses(config, endpoints, probes)
-        eligible, reason = eligibility(config, service, vips, endpoints, local, node_block, probes)
-        advertised, reason = leadership_gate(config, key, eligible, reason, leadership)
-        decisions[key] = ServiceDecision(key, vips, eligible, advertised, reason, local)
-        if advertised:
-            for vip in vips:
+        decisions[key] = decision
+        if decision.advertised:
+            for vip in decision.vips:
                 owners[vip].add(key)
 
     problems.extend(vip_conflicts(snapshot, decisions))
     advertisements = {}
     for vip, keys in owners.items():
-        advertisement = Advertisement(vip, frozenset(keys), service_interface(snapshot, keys), draining=draining)
+        attributes = RouteAttributes()
         if config.bgp_attributes:
             attributes, clashes = merged_attributes(snapshot.services, keys, vip)
             problems.extend(clashes)
-            advertisement = replace(advertisement, attributes=attributes)
-        advertisements[vip] = advertisement
+        # Make-before-break is decided here, not in the BGP backend: the backend renders what it is given.
+        advertisements[vip] = Advertisement(vip, frozenset(keys), service_interface(snapshot, keys),
+                                            drained(attributes) if draining else attributes, draining=draining)
     return DesiredState(advertisements, decisions, tuple(problems))
+
+
+def decide_service(config: DecideConfig, service: ServiceView, endpoints: tuple[EndpointView, ...],
+                   node_block: str | None, leadership: Leadership, probes: ProbeVerdicts,
+                   problems: list[BadInput]) -> ServiceDecision | None:
+    """One service's decision (None: not ours), its problems appended to `problems`."""
+    if not is_handled(config, service, problems):
+        return None
+    problems.extend(service.refused)
+    vips, bad = service_vips(service)
+    problems.extend(bad)
+    if any(v.version not in config.address_families for v in vips):
+        vips = unreachable_family(config, service, vips, problems)
+    if config.bgp_attributes:
+        problems.extend(service_attributes(service)[1])
+    interface = service.annotations.get(SERVICE_INTERFACE_ANNOTATION, "")
+    if isinstance(interface, str) and interface.strip() and valid_interface(interface) is None:
+        problems.append(BadInput(service.key, "InvalidAnnotation",
+                                 f"{SERVICE_INTERFACE_ANNOTATION}={shown(interface)} is not an interface name; "
+                                 "ignored"))
+    local = local_usable_addresses(config, endpoints, probes)
+    eligible, reason = eligibility(config, service, vips, endpoints, local, node_block, probes)
+    advertised, reason = leadership_gate(config, service.key, eligible, reason, leadership)
+    return ServiceDecision(service.key, vips, eligible, advertised, reason, local)
+
+
+def internal_error(key: ServiceKey, exc: Exception) -> BadInput:
+    return BadInput(key, "InternalError", f"cannot decide service {shown(str(key))}: {type(exc).__name__}: "
+                                          f"{shown(str(exc))}; not advertised by this node")
+
+
+def valid_interface(text: str) -> str | None:
+    """A Linux interface name (at most 15 characters, none of '/', ':', whitespace), or None."""
+    name = text.strip()
+    return name if _INTERFACE.fullmatch(name) else None
 
 
 def unreachable_family(config: DecideConfig, service: ServiceView, vips: tuple[IPAddress, ...],
@@ -120,9 +157,10 @@ def unreachable_family(config: DecideConfig, service: ServiceView, vips: tuple[I
 def service_interface(snapshot: ClusterSnapshot, owners: set[ServiceKey]) -> str | None:
     """kube-vip's per-service interface annotation; the first owner (by name) that sets it wins."""
     for key in sorted(owners):
-        value = snapshot.services[key].annotations.get(SERVICE_INTERFACE_ANNOTATION, "").strip()
-        if value:
-            return value
+        value = snapshot.services[key].annotations.get(SERVICE_INTERFACE_ANNOTATION, "")
+        name = valid_interface(value) if isinstance(value, str) else None
+        if name:
+            return name
     return None
 
 
@@ -142,14 +180,14 @@ def is_handled(config: DecideConfig, service: ServiceView, problems: list[BadInp
         if cls is not None and cls != config.lb_class_name:
             return False
     ignore = service.annotations.get(IGNORE_ANNOTATION)
-    if ignore is None:
+    if not isinstance(ignore, str):
         return True
     value = ignore.strip().lower()
     if value in ("true", "1", "yes"):
         return False
     if value not in ("false", "0", "no", ""):
         problems.append(
-            BadInput(service.key, "InvalidAnnotation", f"{IGNORE_ANNOTATION}={ignore!r} is not a boolean; not ignoring")
+            BadInput(service.key, "InvalidAnnotation", f"{IGNORE_ANNOTATION}={shown(ignore)} is not a boolean; not ignoring")
         )
     return True
 
@@ -240,13 +278,23 @@ def vip_conflicts(snapshot: ClusterSnapshot, decisions: dict[ServiceKey, Service
     for vip, keys in users.items():
         if len(keys) < 2:
             continue
-        seen: dict[tuple[int | None, str], ServiceKey] = {}
-        for key in keys:
-            for port in snapshot.services[key].ports:
-                slot = (port.port, port.protocol)
-                other = seen.setdefault(slot, key)
-                if other != key:
-                    message = f"VIP {vip} port {port.port}/{port.protocol} is also used by service {other}"
-                    problems.append(BadInput(key, "VIPConflict", message))
-                    problems.append(BadInput(other, "VIPConflict", f"VIP {vip} port {port.port}/{port.protocol} is also used by service {key}"))
+        try:
+            problems.extend(_port_clashes(snapshot, vip, keys))
+        except Exception as exc:  # defence in depth: a report must never cost a decision
+            problems.extend(internal_error(key, exc) for key in keys)
+    return problems
+
+
+def _port_clashes(snapshot: ClusterSnapshot, vip: IPAddress, keys: list[ServiceKey]) -> list[BadInput]:
+    problems: list[BadInput] = []
+    seen: dict[tuple[int | None, str], ServiceKey] = {}
+    for key in keys:
+        for port in snapshot.services[key].ports:
+            slot = (port.port, port.protocol)
+            other = seen.setdefault(slot, key)
+            if other != key:
+                protocol = port.protocol if port.protocol in ("TCP", "UDP", "SCTP") else shown(port.protocol, 8)
+                clash = f"VIP {vip} port {port.port}/{protocol}"
+                problems.append(BadInput(key, "VIPConflict", f"{clash} is also used by service {other}"))
+                problems.append(BadInput(other, "VIPConflict", f"{clash} is also used by service {key}"))
     return problems

@@ -1,10 +1,10 @@
 """Domain values shared by every layer: what the cluster says, and what a node should advertise.
 
 Everything here is a frozen dataclass with no behaviour beyond small derived properties. The
-`kube` layer turns API objects into these views without interpreting them (no annotation is parsed
-there); `decide` interprets them; `dataplane` backends turn `DesiredState` into their own items.
-Views keep raw strings where the API has raw strings, so that a malformed value reaches `decide`
-intact and can be reported against the one service it belongs to.
+`kube` layer turns API objects into these views, bounding them (types, sizes, counts: anything it
+refuses is recorded on the view as a `BadInput`) but not interpreting them; `decide` interprets them;
+`dataplane` backends turn `DesiredState` into their own items. Views keep raw strings where the API
+has raw strings, so that a malformed value reaches `decide` and is reported against its own service.
 """
 
 from __future__ import annotations
@@ -18,6 +18,18 @@ from typing import Mapping
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
+
+SHOWN_CHARS = 64
+
+
+def shown(text: object, limit: int = SHOWN_CHARS) -> str:
+    """Text from the API as it may appear in a log line or Event: quoted and escaped (repr), so a
+    newline or terminal escape cannot forge a line, and cut to `limit` characters so a 64 KiB value
+    cannot flood one."""
+    raw = text if isinstance(text, str) else repr(text)
+    if len(raw) <= limit:
+        return repr(raw)
+    return f"{raw[:limit]!r}... ({len(raw)} characters)"
 
 
 @dataclass(frozen=True, order=True)
@@ -35,6 +47,14 @@ class ElectionMode(enum.Enum):
     NONE = "none"
     GLOBAL = "global"
     SERVICE = "service"
+
+
+class Mode(enum.Enum):
+    """How a node advertises: routes in a table, addresses on an interface (ARP/NA), or BGP."""
+
+    TABLE = "table"
+    ARP = "arp"
+    BGP = "bgp"
 
 
 @dataclass(frozen=True)
@@ -60,6 +80,9 @@ class ServiceView:
     ports: tuple[PortView, ...] = ()
     annotations: Mapping[str, str] = field(default_factory=lambda: _EMPTY, hash=False)
     resource_version: str = ""
+    # What the conversion from API JSON refused (wrong type, over a size or count limit): reported by
+    # decide() against this service like any other bad input.
+    refused: tuple[BadInput, ...] = ()
 
 
 @dataclass(frozen=True)

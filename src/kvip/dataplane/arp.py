@@ -15,14 +15,14 @@ import logging
 import socket
 import struct
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from kvip.core.model import DesiredState, IPAddress
-from kvip.dataplane.base import ApplyError, DataplaneError
+from kvip.dataplane.base import ApplyError, DataplaneBase
 from kvip.dataplane.netlink_monitor import (
     RTMGRP_IPV4_IFADDR,
     RTMGRP_IPV6_IFADDR,
@@ -38,10 +38,6 @@ ETH_P_ARP = 0x0806
 IFA_F_NODAD = 0x02
 PACKET_OUTGOING = 4
 BURST = 3  # gratuitous packets sent at takeover
-
-
-class ArpError(DataplaneError):
-    """The interface is missing or announcements cannot be sent."""
 
 
 @dataclass(frozen=True, order=True)
@@ -80,7 +76,7 @@ def parse_arp(frame: bytes) -> tuple[int, bytes, ipaddress.IPv4Address] | None:
     return op, frame[22:28], ipaddress.IPv4Address(frame[28:32])
 
 
-class ArpBackend:
+class ArpBackend(DataplaneBase):
     name = "arp"
 
     def __init__(self, *, interface: str, protocol: int = 248, arp_rate: float = 3.0, netns: str | None = None,
@@ -100,6 +96,9 @@ class ArpBackend:
     def desired(self, state: DesiredState) -> frozenset[OwnedAddress]:
         return frozenset(OwnedAddress(vip, ad.interface or self.interface, self.protocol)
                          for vip, ad in state.advertisements.items())
+
+    def vip_of(self, item: OwnedAddress) -> IPAddress:
+        return item.address
 
     async def observe(self) -> frozenset[OwnedAddress]:
         ipr = await self._conn()
@@ -164,6 +163,10 @@ class ArpBackend:
                         await self._probe([v for v in vips if v.version == 4])
         finally:
             listener.cancel()
+
+    def status(self) -> Mapping[str, object]:
+        return {"interface": self.interface, "held": len(self._held), "announcements": self.announcements,
+                "conflicts": self.conflicts}
 
     async def close(self) -> None:
         self._rtnl.close()

@@ -6,14 +6,25 @@ prefix). The reconciler never knows what an item is: it asks the backend which i
 and remove the difference. `changes()` yields a bare hint whenever the dataplane may have moved
 under us (netlink, a speaker restart); hints carry no payload because the reconciler re-reads
 everything anyway.
+
+The interface is complete: besides the diff, every backend answers `vip_of(item)` (which VIP an
+item carries, for per-VIP reporting), `maintain()` (its own periodic work, run for the agent's
+life), `status()` (what an operator needs in /status) and `collectors()` (its Prometheus metrics).
+Backends inherit `DataplaneBase`, whose no-op defaults say "nothing of that kind here", so the
+agent calls every member unconditionally. A base class rather than optional runtime-checkable
+Protocols: `isinstance` against a Protocol checks only that a name exists, never its signature,
+and would make "does this backend do X" a run-time question again — the probing this replaces.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Hashable
+import asyncio
+from collections.abc import AsyncIterator, Hashable, Mapping, Sequence
 from typing import Protocol, TypeVar
 
-from kvip.core.model import DesiredState
+from prometheus_client.registry import Collector
+
+from kvip.core.model import DesiredState, IPAddress
 
 Item = TypeVar("Item", bound=Hashable)
 
@@ -28,10 +39,10 @@ class ApplyError(DataplaneError):
     The reconciler retries these with backoff on its next pass.
     """
 
-    def __init__(self, failed: dict[Hashable, str]) -> None:
-        self.failed = failed
-        detail = ", ".join(f"{item}: {why}" for item, why in list(failed.items())[:5])
-        super().__init__(f"{len(failed)} dataplane change(s) failed: {detail}")
+    def __init__(self, failed: Mapping[Hashable, str]) -> None:
+        self.failed = dict(failed)
+        detail = ", ".join(f"{item}: {why}" for item, why in list(self.failed.items())[:5])
+        super().__init__(f"{len(self.failed)} dataplane change(s) failed: {detail}")
 
 
 class Dataplane(Protocol[Item]):
@@ -53,4 +64,36 @@ class Dataplane(Protocol[Item]):
         """Hints that the dataplane changed behind our back (may be spurious)."""
         ...
 
+    def vip_of(self, item: Item) -> IPAddress:
+        """The VIP this item advertises (pure)."""
+        ...
+
+    async def maintain(self) -> None:
+        """The backend's own periodic work (announcements, speaker supervision); runs until cancelled."""
+        ...
+
+    def status(self) -> Mapping[str, object]:
+        """Backend-specific state for /status (JSON-serialisable); empty when there is none."""
+        ...
+
+    def collectors(self) -> Sequence[Collector]:
+        """Backend-specific Prometheus collectors, registered once by the agent."""
+        ...
+
     async def close(self) -> None: ...
+
+
+class DataplaneBase:
+    """No-op defaults for the members a backend may have nothing to say about."""
+
+    async def maintain(self) -> None:
+        await asyncio.Event().wait()  # nothing periodic: idle until the agent cancels us
+
+    def status(self) -> Mapping[str, object]:
+        return {}
+
+    def collectors(self) -> Sequence[Collector]:
+        return ()
+
+    async def close(self) -> None:
+        return None

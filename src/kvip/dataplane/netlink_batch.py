@@ -166,7 +166,7 @@ def dump_routes(sock: socket.socket, family: int, table: int, protocol: int, seq
 
 
 def _parse_route(data: bytes, start: int, end: int, table: int, protocol: int) -> DumpedRoute | None:
-    family, dst_len, _, _, rtm_table, rtm_protocol, _, rtm_type, _ = struct.unpack_from("=BBBBBBBBI", data, start)
+    _family, dst_len, _, _, rtm_table, rtm_protocol, _, rtm_type, _ = struct.unpack_from("=BBBBBBBBI", data, start)
     if rtm_protocol != protocol:
         return None
     dst: bytes | None = None

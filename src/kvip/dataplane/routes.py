@@ -19,9 +19,15 @@ from dataclasses import dataclass
 
 from pyroute2 import AsyncIPRoute
 
-from kvip.core.model import DesiredState
-from kvip.dataplane.base import ApplyError, DataplaneError
-from kvip.dataplane.netlink_batch import RouteBatcher, RouteRequest
+from kvip.config.settings import ROUTE_TYPES
+from kvip.core.model import DesiredState, IPAddress
+from kvip.dataplane.base import ApplyError, DataplaneBase, DataplaneError
+from kvip.dataplane.netlink_batch import (
+    RT_SCOPE_HOST,
+    RT_SCOPE_UNIVERSE,
+    RouteBatcher,
+    RouteRequest,
+)
 from kvip.dataplane.netlink_monitor import (
     RTMGRP_IPV4_ROUTE,
     RTMGRP_IPV6_ROUTE,
@@ -32,9 +38,7 @@ from kvip.dataplane.netlink_monitor import (
 
 log = logging.getLogger("kvip.routes")
 
-ROUTE_TYPES = {"unicast": 1, "local": 2}
 _TYPE_NAMES = {v: k for k, v in ROUTE_TYPES.items()}
-RT_SCOPE_UNIVERSE, RT_SCOPE_HOST = 0, 254
 
 
 class RouteTableError(DataplaneError):
@@ -53,7 +57,7 @@ class OwnedRoute:
         return f"{self.dst} dev {self.ifname} table {self.table} proto {self.protocol}"
 
 
-class RouteTable:
+class RouteTable(DataplaneBase):
     name = "routes"
 
     def __init__(
@@ -85,6 +89,9 @@ class RouteTable:
         if len(self._wanted) > 200_000:
             self._wanted.clear()
         return frozenset(self._wanted.get(vip) or self._route_for(vip) for vip in state.advertisements)
+
+    def vip_of(self, item: OwnedRoute) -> IPAddress:
+        return item.dst.network_address
 
     def _route_for(self, vip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> OwnedRoute:
         # Cached: building 10,000 ip_network objects on every pass would cost more than the diff.

@@ -12,7 +12,14 @@ from typing import Any
 
 import yaml
 
-from kvip.deploy.rbac import Rule, agent_rules, controller_rules
+from kvip.config.bgp import parse_peer
+from kvip.deploy.rbac import (
+    Rule,
+    agent_rules,
+    cluster_rules,
+    controller_rules,
+    namespace_rules,
+)
 
 DEFAULT_IMAGE = "ghcr.io/kvip/kvip:0.1.0"
 METRICS_PORT = 2112
@@ -29,7 +36,26 @@ class ManifestOptions:
     election: str = "none"  # none | global | service
     routing_table_id: int = 198
     bgp_as: int = 65000
-    bgp_peers: str = ""  # kube-vip's bgp_peers: "addr:as[:password[:multihop]],..."
+    bgp_peers: str = ""  # kube-vip's bgp_peers: "addr:as[:password[:multihop]],..." — without passwords
+    bgp_secret: str = ""  # a Secret whose key `bgp_peers` holds the peers with their passwords
+
+
+class PasswordInManifest(ValueError):
+    """A BGP password would be written into the manifest as a literal env value."""
+
+
+SECRET_PEERS_KEY = "bgp_peers"
+
+
+def peers_have_passwords(peers: str) -> bool:
+    """True when any kube-vip peer entry carries a password (anything unparsable counts as one: be safe)."""
+    for entry in (e for e in peers.split(",") if e.strip()):
+        try:
+            if parse_peer(entry).password:
+                return True
+        except ValueError:
+            return True
+    return False
 
 
 def _meta(name: str, namespace: str | None = None) -> dict[str, Any]:
@@ -40,14 +66,31 @@ def _meta(name: str, namespace: str | None = None) -> dict[str, Any]:
 
 
 def rbac_objects(name: str, namespace: str, rules: tuple[Rule, ...]) -> list[dict[str, Any]]:
-    return [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(name, namespace)},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": _meta(name),
-         "rules": [r.to_k8s() for r in rules]},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": _meta(name),
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
-         "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]},
-    ]
+    """The ServiceAccount, a ClusterRole for the cluster-wide rules and a Role (in `namespace`) for the rest."""
+    rbac = "rbac.authorization.k8s.io"
+    subjects = [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]
+    objects: list[dict[str, Any]] = [{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(name, namespace)}]
+    for kind, scoped, where in (("ClusterRole", cluster_rules(rules), None), ("Role", namespace_rules(rules), namespace)):
+        if not scoped:
+            continue
+        objects += [
+            {"apiVersion": f"{rbac}/v1", "kind": kind, "metadata": _meta(name, where),
+             "rules": [r.to_k8s() for r in scoped]},
+            {"apiVersion": f"{rbac}/v1", "kind": f"{kind}Binding", "metadata": _meta(name, where),
+             "roleRef": {"apiGroup": rbac, "kind": kind, "name": name}, "subjects": subjects},
+        ]
+    return objects
+
+
+def _bgp_peers_env(options: ManifestOptions) -> dict[str, Any]:
+    """bgp_peers as a literal only when it holds no password; otherwise from the Secret, never inline."""
+    if options.bgp_secret:
+        return {"name": "bgp_peers", "valueFrom": {"secretKeyRef": {"name": options.bgp_secret,
+                                                                   "key": SECRET_PEERS_KEY}}}
+    if peers_have_passwords(options.bgp_peers):
+        raise PasswordInManifest("bgp_peers holds a BGP password: put the peers in a Secret (key "
+                                 f"{SECRET_PEERS_KEY!r}) and name it instead of writing the password into the manifest")
+    return {"name": "bgp_peers", "value": options.bgp_peers}
 
 
 def agent_env(options: ManifestOptions) -> list[dict[str, Any]]:
@@ -61,7 +104,7 @@ def agent_env(options: ManifestOptions) -> list[dict[str, Any]]:
         env.append({"name": "vip_arp", "value": "true"})
     elif options.mode == "bgp":
         env += [{"name": "bgp_enable", "value": "true"}, {"name": "bgp_as", "value": str(options.bgp_as)},
-                {"name": "bgp_peers", "value": options.bgp_peers},
+                _bgp_peers_env(options),
                 {"name": "kvip_bgp_rundir", "value": BGP_RUN_DIR}]
     else:
         env += [{"name": "vip_routingtable", "value": "true"},
@@ -119,7 +162,7 @@ def manifests(options: ManifestOptions) -> list[dict[str, Any]]:
     container = _container(options, ["agent"], agent_env(options), net_admin=True)
     # Added capabilities only reach root processes in Kubernetes; everything else stays dropped.
     container["securityContext"].update({"runAsUser": 0, "runAsNonRoot": False})
-    rules = agent_rules(election=options.election != "none")
+    rules = agent_rules(election=options.election)
     pod_spec = _pod_spec(options, container, host_network=True)
     if options.mode == "bgp":
         container["volumeMounts"] = [{"name": "run", "mountPath": "/run/kvip"}]
@@ -149,7 +192,9 @@ def add_manifest_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--routing-table-id", type=int, default=198)
     parser.add_argument("--bgp", action="store_true", help="BGP mode (kube-vip's bgp_enable)")
     parser.add_argument("--bgp-as", type=int, default=65000, help="this cluster's AS (bgp_as)")
-    parser.add_argument("--bgp-peers", default="", help="kube-vip's bgp_peers: addr:as[:password[:multihop]],...")
+    parser.add_argument("--bgp-peers", default="", help="kube-vip's bgp_peers without passwords: addr:as[::multihop],...")
+    parser.add_argument("--bgp-secret", default="",
+                        help=f"Secret whose key {SECRET_PEERS_KEY!r} holds bgp_peers with passwords (never inline)")
 
 
 def run_manifest(args: argparse.Namespace) -> int:
@@ -157,12 +202,21 @@ def run_manifest(args: argparse.Namespace) -> int:
     if args.arp and election == "none":
         print("kvip manifest: --arp needs --leader-election or --svc-election", flush=True)
         return 2
-    if args.bgp and (args.arp or not args.bgp_peers):
-        print("kvip manifest: --bgp needs --bgp-peers and excludes --arp", flush=True)
+    if args.bgp and (args.arp or not (args.bgp_peers or args.bgp_secret)):
+        print("kvip manifest: --bgp needs --bgp-peers or --bgp-secret and excludes --arp", flush=True)
+        return 2
+    if args.bgp_peers and args.bgp_secret:
+        print("kvip manifest: --bgp-peers and --bgp-secret exclude each other", flush=True)
         return 2
     mode = "arp" if args.arp else "bgp" if args.bgp else "table"
     options = ManifestOptions(kind=args.kind, namespace=args.namespace, image=args.image, mode=mode,
                               interface=args.interface, election=election, routing_table_id=args.routing_table_id,
-                              bgp_as=args.bgp_as, bgp_peers=args.bgp_peers)
-    print(to_yaml(manifests(options)), end="")
+                              bgp_as=args.bgp_as, bgp_peers=args.bgp_peers, bgp_secret=args.bgp_secret)
+    try:
+        print(to_yaml(manifests(options)), end="")
+    except PasswordInManifest:
+        print("kvip manifest: --bgp-peers holds a password; create a Secret instead and pass --bgp-secret:\n"
+              f"  kubectl -n {args.namespace} create secret generic kvip-bgp --from-literal={SECRET_PEERS_KEY}='...'",
+              flush=True)
+        return 2
     return 0

@@ -1,12 +1,24 @@
-"""The permissions each kvip component needs — the single source of truth for RBAC.
+"""The permissions each kvip component needs — the single source of truth for RBAC (docs/decisions.md D10).
 
-Manifests are generated from these rules, and the end-to-end RBAC test gives an agent exactly these
-rules (as the API stand-in's allow list) and checks that removing any one of them is reported.
+Manifests and the Helm chart are generated from / checked against these rules. Each rule has a scope:
+cluster-wide (a ClusterRole) or only the component's own namespace (a Role bound there), because a
+stolen node token must not be able to rewrite Leases in every namespace (kvip issue #17, row 8).
+The end-to-end RBAC test keeps its own literal copy of the expected grants, checks that these rules
+produce exactly them, gives them to the API stand-in as the node's allow list, and removes each one.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+ELECTIONS = ("none", "global", "service")
+
+# (apiGroup, resource, verb, namespace or None for cluster-wide): what the API stand-in's allow list takes.
+Grant = tuple[str, str, str, str | None]
+
+
+class UnknownElection(ValueError):
+    pass
 
 
 @dataclass(frozen=True, order=True)
@@ -14,36 +26,60 @@ class Rule:
     group: str
     resource: str
     verbs: tuple[str, ...]
+    own_namespace: bool = False  # True: a Role in the component's namespace; False: a ClusterRole
 
     def to_k8s(self) -> dict[str, list[str]]:
         return {"apiGroups": [self.group], "resources": [self.resource], "verbs": list(self.verbs)}
 
 
-def agent_rules(*, election: bool) -> tuple[Rule, ...]:
-    """What `kvip agent` calls: reflectors, status writes, Events, heartbeat (and election) Leases."""
+LEASE_VERBS = ("create", "get", "list", "update")
+
+
+def agent_rules(*, election: str) -> tuple[Rule, ...]:
+    """What `kvip agent` calls: reflectors, status writes, Events, heartbeat (and election) Leases.
+
+    Leases: the heartbeat (and the global election's Lease) live in the agent's namespace, so a Role
+    there; per-service election needs Leases in every Service's namespace, so only then a ClusterRole.
+    """
+    if election not in ELECTIONS:
+        raise UnknownElection(f"election must be one of {ELECTIONS}, not {election!r}")
     rules = [
         Rule("", "services", ("list", "watch")),
         Rule("", "services/status", ("patch",)),
         Rule("discovery.k8s.io", "endpointslices", ("list", "watch")),
         Rule("", "nodes", ("list", "watch")),
-        Rule("", "events", ("create",)),
-        # the heartbeat Lease always; the election's Leases (observed with list) when an election is on
-        Rule("coordination.k8s.io", "leases",
-             ("create", "get", "list", "update") if election else ("create", "get", "update")),
+        # Events go to each Service's namespace; patch raises the count of a repeated Event.
+        Rule("", "events", ("create", "patch")),
     ]
+    if election == "service":
+        rules.append(Rule("coordination.k8s.io", "leases", LEASE_VERBS))
+    elif election == "global":
+        rules.append(Rule("coordination.k8s.io", "leases", LEASE_VERBS, own_namespace=True))
+    else:  # the heartbeat Lease only: no list
+        rules.append(Rule("coordination.k8s.io", "leases", ("create", "get", "update"), own_namespace=True))
     return tuple(sorted(rules))
 
 
 def controller_rules() -> tuple[Rule, ...]:
-    """What `kvip controller` calls: services (annotate), the kubevip ConfigMap, its Lease, Events."""
+    """What `kvip controller` calls: services (annotate), Events, and in its own namespace only the
+    `kubevip` ConfigMap and its Lease."""
     return tuple(sorted([
         Rule("", "services", ("list", "watch", "patch")),
-        Rule("", "configmaps", ("list", "watch")),
-        Rule("coordination.k8s.io", "leases", ("create", "get", "list", "update")),
-        Rule("", "events", ("create",)),
+        Rule("", "events", ("create", "patch")),
+        Rule("", "configmaps", ("list", "watch"), own_namespace=True),
+        Rule("coordination.k8s.io", "leases", LEASE_VERBS, own_namespace=True),
     ]))
 
 
-def allow_list(rules: tuple[Rule, ...]) -> set[tuple[str, str]]:
-    """(resource, verb) pairs, as the API stand-in's per-user allow list takes them."""
-    return {(rule.resource, verb) for rule in rules for verb in rule.verbs}
+def cluster_rules(rules: tuple[Rule, ...]) -> tuple[Rule, ...]:
+    return tuple(r for r in rules if not r.own_namespace)
+
+
+def namespace_rules(rules: tuple[Rule, ...]) -> tuple[Rule, ...]:
+    return tuple(r for r in rules if r.own_namespace)
+
+
+def allow_list(rules: tuple[Rule, ...], namespace: str) -> set[Grant]:
+    """The grants these rules give a component running in `namespace`, as the stand-in's allow list takes them."""
+    return {(rule.group, rule.resource, verb, namespace if rule.own_namespace else None)
+            for rule in rules for verb in rule.verbs}

@@ -8,58 +8,17 @@ last call, so a burst of triggers costs one grouping pass, not one per event.
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
 from lightkube import AsyncClient
 
-from kvip.core.model import (
-    ClusterSnapshot,
-    EndpointView,
-    NodeView,
-    ServiceKey,
-    ServiceView,
-)
+from kvip.core.model import ClusterSnapshot, NodeView, ServiceKey, ServiceView
 from kvip.kube import convert
+from kvip.kube.convert import SliceEntry, SliceKey
 from kvip.kube.reflector import Reflector, SourceState, SourceStatus
 from kvip.kube.resources import EndpointSlice, Node, Service
 
-SliceKey = tuple[str, str]
 RELIST_GRACE = 30.0  # the client's read timeout: a relist may legitimately take this long
-SliceEntry = tuple[ServiceKey, tuple[EndpointView, ...]]
-
-
-def _object_key(obj: Mapping[str, Any]) -> tuple[str, str]:
-    meta = obj.get("metadata") or {}
-    return (meta.get("namespace") or "", meta.get("name") or "")
-
-
-def _service_entry(obj: Mapping[str, Any]) -> tuple[ServiceKey, ServiceView] | None:
-    if (obj.get("spec") or {}).get("type") != "LoadBalancer":
-        return None  # only LoadBalancer Services can ever be advertised; keep the cache small
-    view = convert.service_view(obj)
-    return view.key, view
-
-
-def _service_key(obj: Mapping[str, Any]) -> ServiceKey:
-    return ServiceKey(*_object_key(obj))
-
-
-def _slice_entry(obj: Mapping[str, Any]) -> tuple[SliceKey, SliceEntry] | None:
-    service = convert.slice_service_key(obj)
-    if service is None:
-        return None  # a slice not managed for a Service (no service-name label)
-    return _object_key(obj), (service, convert.endpoint_views(obj))
-
-
-def _node_entry(obj: Mapping[str, Any]) -> tuple[str, NodeView] | None:
-    view = convert.node_view(obj)
-    return view.name, view
-
-
-def _node_key(obj: Mapping[str, Any]) -> str:
-    return (obj.get("metadata") or {}).get("name") or ""
 
 
 class ClusterCache:
@@ -83,16 +42,16 @@ class ClusterCache:
             on_change(source)
 
         self.services: Reflector[ServiceKey, ServiceView] = Reflector(
-            client, Service, name="services", convert=_service_entry, key_of=_service_key,
+            client, Service, name="services", convert=convert.load_balancer_entry, key_of=convert.object_key,
             on_change=changed, resync_period=resync_period,
         )
         self.slices: Reflector[SliceKey, SliceEntry] = Reflector(
-            client, EndpointSlice, name="endpointslices", convert=_slice_entry, key_of=_object_key,
+            client, EndpointSlice, name="endpointslices", convert=convert.slice_entry, key_of=convert.slice_key,
             on_change=changed, resync_period=resync_period,
         )
         # Only this node: a watch on every Node of a 5,000-node cluster would be pure waste.
         self.node: Reflector[str, NodeView] = Reflector(
-            client, Node, name="nodes", convert=_node_entry, key_of=_node_key,
+            client, Node, name="nodes", convert=convert.node_entry, key_of=convert.node_name,
             on_change=changed, resync_period=resync_period, fields={"metadata.name": node_name},
         )
         self.reflectors = (self.services, self.slices, self.node)
@@ -139,14 +98,8 @@ class ClusterCache:
         if self._snapshot is not None and self._snapshot_generation == self._generation:
             return self._snapshot
         generation = self._generation
-        grouped: dict[ServiceKey, list[EndpointView]] = defaultdict(list)
-        for service, endpoints in self.slices.store.values():
-            grouped[service].extend(endpoints)
-        self._snapshot = ClusterSnapshot(
-            services=dict(self.services.store),
-            endpoints={key: tuple(views) for key, views in grouped.items()},
-            node=self.node.store.get(self.node_name),
-        )
+        self._snapshot = convert.snapshot(self.services.store, self.slices.store.values(),
+                                          self.node.store.get(self.node_name))
         self._snapshot_generation = generation
         return self._snapshot
 

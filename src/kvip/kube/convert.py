@@ -1,20 +1,61 @@
-"""Raw API objects (camelCase JSON dicts) → the frozen views of `kvip.core.model`.
+"""Raw API objects (camelCase JSON dicts) → the frozen views of `kvip.core.model`: the one edge
+where untrusted input enters, and the only conversion (agent cache, IPAM controller and `kvip audit`
+all use it, and `snapshot()` is the one grouping of slices under their Service).
 
-Never interprets (no annotation is parsed here, no IP validated: that is `decide`'s job, so bad input
-is reported against its own service) and never raises on odd input: a field of the wrong shape is
-read as absent.
+Anyone who can create a Service feeds every node, so the conversion bounds what it keeps and never
+raises: a field of the wrong JSON type (a list for a string, null, a nested object) or over a limit is
+refused — read as absent — and the refusal is recorded on the view as a `BadInput` naming the field and
+the limit, which `decide()` reports (an Event) against that Service only. Meaning (is this text an
+address, a community, a boolean?) is `kvip.core`'s job, on inputs these limits keep small:
+
+| what | limit |
+|---|---|
+| annotations kept | only `kube-vip.io/*` and `kvip.io/*` (nothing else is read), at most 32 per Service |
+| an annotation value | 64 KiB (65,536 characters) |
+| a spec/status string (loadBalancerIP, loadBalancerClass, policies, an ingress ip, a port's name/protocol) | 256 characters |
+| status.loadBalancer.ingress | 16 entries (`kvip.core.vips.MAX_VIPS`) |
+| spec.ports | 256 entries; port 0-65535, protocol TCP, UDP or SCTP |
+| spec.ipFamilies | 2 entries |
+| EndpointSlice | 1,000 endpoints of 100 addresses (the API's own limits, enforced again) |
+
+Further limits live with the parsing: 16 VIPs per Service (`core.vips`), 32 communities per annotation
+(`core.bgp_attributes`), numbers ASCII digits in range.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from kvip.core.model import EndpointView, NodeView, PortView, ServiceKey, ServiceView
+from kvip.core.model import (
+    BadInput,
+    ClusterSnapshot,
+    EndpointView,
+    NodeView,
+    PortView,
+    ServiceKey,
+    ServiceView,
+    shown,
+)
+from kvip.core.vips import MAX_VIPS
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
+ANNOTATION_PREFIXES = ("kube-vip.io/", "kvip.io/")
+MAX_ANNOTATIONS = 32
+MAX_ANNOTATION_CHARS = 64 * 1024
+MAX_ANNOTATION_KEY_CHARS = 317  # the API's own: a 253-character prefix, '/', a 63-character name
+MAX_TEXT_CHARS = 256
+MAX_PORTS = 256
+MAX_IP_FAMILIES = 2
+PROTOCOLS = frozenset({"TCP", "UDP", "SCTP"})
+MAX_ENDPOINTS_PER_SLICE = 1000
+MAX_ADDRESSES_PER_ENDPOINT = 100
+
+SliceKey = tuple[str, str]
+SliceEntry = tuple[ServiceKey, tuple[EndpointView, ...]]
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
@@ -34,26 +75,102 @@ def _str(value: Any) -> str | None:
 
 
 def _string_map(value: Any) -> Mapping[str, str]:
-    return MappingProxyType({k: v for k, v in _map(value).items() if isinstance(v, str)})
+    return MappingProxyType({k: v for k, v in _map(value).items() if isinstance(k, str) and isinstance(v, str)})
 
 
 def _bool(value: Any, default: bool) -> bool:
     return value if isinstance(value, bool) else default
 
 
-def _ports(value: Any) -> tuple[PortView, ...]:
+class _Refusals:
+    """What one Service's conversion refused, each a `BadInput` naming the field and the rule."""
+
+    def __init__(self, key: ServiceKey) -> None:
+        self.key = key
+        self.found: list[BadInput] = []
+
+    def refuse(self, field: str, why: str) -> None:
+        self.found.append(BadInput(self.key, "InvalidField", f"{field} {why}; ignored"))
+
+    def text(self, value: Any, field: str) -> str | None:
+        """A string field: absent, or a string of at most MAX_TEXT_CHARS; anything else refused."""
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str):
+            self.refuse(field, f"is a {_json_type(value)}, not a string")
+            return None
+        if len(value) > MAX_TEXT_CHARS:
+            self.refuse(field, f"has {len(value)} characters, more than the limit of {MAX_TEXT_CHARS}")
+            return None
+        return value
+
+    def items(self, value: Any, field: str, limit: int) -> list[Any]:
+        """A list field: absent, or a list of at most `limit` entries; anything else refused whole."""
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.refuse(field, f"is a {_json_type(value)}, not a list")
+            return []
+        if len(value) > limit:
+            self.refuse(field, f"has {len(value)} entries, more than the limit of {limit}")
+            return []
+        return value
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "object", list: "list", bool: "boolean", int: "number", float: "number",
+            str: "string"}.get(type(value), "null" if value is None else type(value).__name__)
+
+
+def _annotations(value: Any, refusals: _Refusals) -> Mapping[str, str]:
+    if value is not None and not isinstance(value, dict):
+        refusals.refuse("metadata.annotations", f"is a {_json_type(value)}, not an object")
+    ours = sorted((k, v) for k, v in _map(value).items() if isinstance(k, str) and k.startswith(ANNOTATION_PREFIXES))
+    if len(ours) > MAX_ANNOTATIONS:
+        refusals.refuse(f"annotations after {shown(ours[MAX_ANNOTATIONS - 1][0])}",
+                        f"exceed the limit of {MAX_ANNOTATIONS} kube-vip.io/ and kvip.io/ annotations")
+        ours = ours[:MAX_ANNOTATIONS]
+    kept: dict[str, str] = {}
+    for key, text in ours:
+        field = f"annotation {shown(key)}"
+        if len(key) > MAX_ANNOTATION_KEY_CHARS:
+            refusals.refuse(field, f"has a key longer than {MAX_ANNOTATION_KEY_CHARS} characters")
+        elif not isinstance(text, str):
+            refusals.refuse(field, f"is a {_json_type(text)}, not a string")
+        elif len(text) > MAX_ANNOTATION_CHARS:
+            refusals.refuse(field, f"has {len(text)} characters, more than the limit of {MAX_ANNOTATION_CHARS}")
+        else:
+            kept[key] = text
+    return MappingProxyType(kept)
+
+
+def _port_number(value: Any) -> int | None:
+    # bool is an int in Python, not in JSON
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 65535 else None
+
+
+def _service_ports(value: Any, refusals: _Refusals) -> tuple[PortView, ...]:
     ports = []
-    for raw in _list(value):
+    for index, raw in enumerate(refusals.items(value, "spec.ports", MAX_PORTS)):
+        field = f"spec.ports[{index}]"
         port = _map(raw)
         number = port.get("port")
-        ports.append(
-            PortView(
-                name=_str(port.get("name")),
-                port=number if isinstance(number, int) else None,
-                protocol=_str(port.get("protocol")) or "TCP",
-            )
-        )
+        if number is not None and _port_number(number) is None:
+            refusals.refuse(f"{field}.port", f"is {shown(number, 16)}, not a port number 0-65535")
+            continue
+        protocol = refusals.text(port.get("protocol"), f"{field}.protocol") or "TCP"
+        if protocol not in PROTOCOLS:
+            refusals.refuse(f"{field}.protocol", f"is {shown(protocol, 16)}, not one of {', '.join(sorted(PROTOCOLS))}")
+            continue
+        ports.append(PortView(refusals.text(port.get("name"), f"{field}.name"), number, protocol))
     return tuple(ports)
+
+
+def _slice_ports(value: Any) -> tuple[PortView, ...]:
+    return tuple(
+        PortView(_str(port.get("name")), _port_number(port.get("port")), _str(port.get("protocol")) or "TCP")
+        for port in (_map(raw) for raw in _list(value)[:MAX_PORTS])
+    )
 
 
 def object_key(obj: Mapping[str, Any]) -> ServiceKey:
@@ -61,23 +178,50 @@ def object_key(obj: Mapping[str, Any]) -> ServiceKey:
     return ServiceKey(_str(meta.get("namespace")) or "", _str(meta.get("name")) or "")
 
 
+def slice_key(obj: Mapping[str, Any]) -> SliceKey:
+    meta = _map(obj.get("metadata"))
+    return (_str(meta.get("namespace")) or "", _str(meta.get("name")) or "")
+
+
+def node_name(obj: Mapping[str, Any]) -> str:
+    return _str(_map(obj.get("metadata")).get("name")) or ""
+
+
 def service_view(obj: Mapping[str, Any]) -> ServiceView:
+    """The view of any Service object; never raises, whatever the JSON."""
+    key = object_key(obj)
+    refusals = _Refusals(key)
     meta, spec = _map(obj.get("metadata")), _map(obj.get("spec"))
-    ingress = _list(_map(_map(obj.get("status")).get("loadBalancer")).get("ingress"))
+    ingress = refusals.items(_map(_map(obj.get("status")).get("loadBalancer")).get("ingress"),
+                             "status.loadBalancer.ingress", MAX_VIPS)
+    families = refusals.items(spec.get("ipFamilies"), "spec.ipFamilies", MAX_IP_FAMILIES)
     return ServiceView(
-        key=object_key(obj),
-        uid=_str(meta.get("uid")) or "",
-        type=_str(spec.get("type")) or "ClusterIP",
-        load_balancer_class=_str(spec.get("loadBalancerClass")),
-        external_traffic_policy=_str(spec.get("externalTrafficPolicy")) or "Cluster",
-        load_balancer_ip=_str(spec.get("loadBalancerIP")),
-        ingress_ips=tuple(ip for entry in ingress if (ip := _str(_map(entry).get("ip")))),
-        ip_families=tuple(f for f in _list(spec.get("ipFamilies")) if isinstance(f, str)),
-        ip_family_policy=_str(spec.get("ipFamilyPolicy")) or "",
-        ports=_ports(spec.get("ports")),
-        annotations=_string_map(meta.get("annotations")),
-        resource_version=_str(meta.get("resourceVersion")) or "",
+        key=key,
+        uid=refusals.text(meta.get("uid"), "metadata.uid") or "",
+        type=refusals.text(spec.get("type"), "spec.type") or "ClusterIP",
+        load_balancer_class=refusals.text(spec.get("loadBalancerClass"), "spec.loadBalancerClass"),
+        external_traffic_policy=refusals.text(spec.get("externalTrafficPolicy"),
+                                              "spec.externalTrafficPolicy") or "Cluster",
+        load_balancer_ip=refusals.text(spec.get("loadBalancerIP"), "spec.loadBalancerIP"),
+        ingress_ips=tuple(ip for i, entry in enumerate(ingress)
+                          if (ip := refusals.text(_map(entry).get("ip"), f"status.loadBalancer.ingress[{i}].ip"))),
+        ip_families=tuple(f for i, raw in enumerate(families)
+                          if (f := refusals.text(raw, f"spec.ipFamilies[{i}]"))),
+        ip_family_policy=refusals.text(spec.get("ipFamilyPolicy"), "spec.ipFamilyPolicy") or "",
+        ports=_service_ports(spec.get("ports"), refusals),
+        annotations=_annotations(meta.get("annotations"), refusals),
+        resource_version=refusals.text(meta.get("resourceVersion"), "metadata.resourceVersion") or "",
+        refused=tuple(refusals.found),
     )
+
+
+def load_balancer_entry(obj: Mapping[str, Any]) -> tuple[ServiceKey, ServiceView] | None:
+    """A LoadBalancer Service as a (key, view) store entry; None for every other type (only these
+    can ever be advertised or allocated, so the caches hold nothing else)."""
+    if _map(obj.get("spec")).get("type") != "LoadBalancer":
+        return None
+    view = service_view(obj)
+    return view.key, view
 
 
 def slice_service_key(obj: Mapping[str, Any]) -> ServiceKey | None:
@@ -92,15 +236,16 @@ def endpoint_views(obj: Mapping[str, Any]) -> tuple[EndpointView, ...]:
     """Every endpoint of a slice; nil conditions get their documented meaning (ready/serving true,
     terminating false; serving defaults to ready when absent, as older servers omit it)."""
     slice_name = _str(_map(obj.get("metadata")).get("name")) or ""
-    ports = _ports(obj.get("ports"))
+    ports = _slice_ports(obj.get("ports"))
     views = []
-    for raw in _list(obj.get("endpoints")):
+    for raw in _list(obj.get("endpoints"))[:MAX_ENDPOINTS_PER_SLICE]:
         endpoint = _map(raw)
         conditions = _map(endpoint.get("conditions"))
         ready = _bool(conditions.get("ready"), True)
+        addresses = _list(endpoint.get("addresses"))[:MAX_ADDRESSES_PER_ENDPOINT]
         views.append(
             EndpointView(
-                addresses=tuple(a for a in _list(endpoint.get("addresses")) if isinstance(a, str)),
+                addresses=tuple(a for a in addresses if isinstance(a, str) and len(a) <= MAX_TEXT_CHARS),
                 node_name=_str(endpoint.get("nodeName")),
                 ready=ready,
                 serving=_bool(conditions.get("serving"), ready),
@@ -110,6 +255,14 @@ def endpoint_views(obj: Mapping[str, Any]) -> tuple[EndpointView, ...]:
             )
         )
     return tuple(views)
+
+
+def slice_entry(obj: Mapping[str, Any]) -> tuple[SliceKey, SliceEntry] | None:
+    """An EndpointSlice as a store entry; None for a slice not managed for a Service (no label)."""
+    service = slice_service_key(obj)
+    if service is None:
+        return None
+    return slice_key(obj), (service, endpoint_views(obj))
 
 
 def node_view(obj: Mapping[str, Any]) -> NodeView:
@@ -124,3 +277,22 @@ def node_view(obj: Mapping[str, Any]) -> NodeView:
         labels=_string_map(meta.get("labels")),
         network_unavailable=network_unavailable,
     )
+
+
+def node_entry(obj: Mapping[str, Any]) -> tuple[str, NodeView] | None:
+    view = node_view(obj)
+    return view.name, view
+
+
+def string_data(obj: Mapping[str, Any]) -> Mapping[str, str]:
+    """A ConfigMap's `data`, string values only."""
+    return _string_map(obj.get("data"))
+
+
+def snapshot(services: Mapping[ServiceKey, ServiceView], slices: Iterable[SliceEntry],
+             node: NodeView | None) -> ClusterSnapshot:
+    """The one grouping of EndpointSlices under their Service, as `decide()` reads them."""
+    grouped: dict[ServiceKey, list[EndpointView]] = defaultdict(list)
+    for service, endpoints in slices:
+        grouped[service].extend(endpoints)
+    return ClusterSnapshot(dict(services), {key: tuple(views) for key, views in grouped.items()}, node)

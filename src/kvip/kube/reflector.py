@@ -75,6 +75,7 @@ class Reflector(Generic[K, V]):
         on_change: Callable[[str], None],
         resync_period: float = 30.0,
         fields: Mapping[str, str] | None = None,
+        namespace: str | None = None,  # one namespace only (a Role suffices); None: all namespaces
         watch_timeout: int = 300,
         backoff: Backoff | None = None,
     ) -> None:
@@ -88,6 +89,7 @@ class Reflector(Generic[K, V]):
         self._on_change = on_change
         self._resync_period = resync_period
         self._fields = dict(fields) if fields else None
+        self._namespace = namespace
         self._watch_timeout = watch_timeout
         # Never back off longer than half a resync period: access coming back must be noticed
         # well within the period the issue promises convergence in.
@@ -140,8 +142,8 @@ class Reflector(Generic[K, V]):
     # -- list ---------------------------------------------------------------------------------
 
     async def _relist(self) -> None:
-        listing = self._client.list(self._resource, namespace=ALL_NS if self._namespaced else None,
-                                    fields=self._fields)
+        listing = self._client.list(self._resource, namespace=(self._namespace or ALL_NS) if self._namespaced
+                                    else None, fields=self._fields)
         fresh: dict[K, V] = {}
         async for obj in listing:
             converted = self._convert(obj)
@@ -181,7 +183,7 @@ class Reflector(Generic[K, V]):
                 async with asyncio.timeout_at(deadline):
                     stream = self._client.watch(
                         self._resource,
-                        namespace=ALL_NS if self._namespaced else None,
+                        namespace=(self._namespace or ALL_NS) if self._namespaced else None,
                         fields=self._fields,
                         resource_version=self._rv or None,
                         server_timeout=self._watch_timeout,

@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from kvip.dataplane.bird.control import RoutePath, parse_routes
+from kvip.lab.bird_routes import RouterPath, parse_show_route
 from kvip.lab.netns import popen_in_netns
 
 BIRD = "/usr/sbin/bird"
@@ -154,9 +154,9 @@ class BirdProcess:
                 hops.add(path.next_hop)
         return {p: frozenset(hops) for p, hops in found.items()}
 
-    def paths(self, table: str = "master4") -> list[RoutePath]:
+    def paths(self, table: str = "master4") -> list[RouterPath]:
         """Every path in `table` with its BGP attributes (communities, local-pref, next hop)."""
-        return parse_routes(self.birdc("show", "route", "table", table, "all").splitlines())
+        return parse_show_route(self.birdc("show", "route", "table", table, "all"))
 
     def established_peers(self) -> set[str]:
         """Neighbor addresses of BGP sessions in state Established."""

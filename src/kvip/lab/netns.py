@@ -6,21 +6,16 @@ it started in.
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 from collections.abc import Sequence
 from typing import Any
 
-from kvip.runtime.netns import NETNS_DIR, in_netns
+from kvip.runtime.netns import in_netns
 
 
 class NetnsError(Exception):
     """A namespace operation failed."""
-
-
-def netns_path(netns: str) -> str:
-    return os.path.join(NETNS_DIR, netns)
 
 
 def popen_in_netns(netns: str, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:

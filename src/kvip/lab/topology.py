@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from kvip.lab.netns import NETNS_DIR
+from kvip.runtime.netns import NETNS_DIR
 
 ROUTER_ADDRESS = ipaddress.IPv4Address("10.250.0.1")
 PREFIX_LEN = 16

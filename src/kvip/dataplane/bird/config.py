@@ -16,7 +16,7 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
-from kvip.config.bgp import BgpPeer, BgpSettings
+from kvip.config.bgp_values import BgpPeer, BgpSettings
 
 STATIC_V4 = "kvip4"
 STATIC_V6 = "kvip6"

@@ -10,6 +10,7 @@ the lab uses it to read a router's RIB.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -113,7 +114,7 @@ class BirdControl:
                 return await asyncio.wait_for(self._command(text), self.timeout)
             except BirdControlError:
                 raise
-            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError) as exc:
+            except (TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
                 await self.close()
                 raise BirdControlError(f"BIRD control socket {self.socket_path}: {exc!r}") from exc
 
@@ -150,7 +151,5 @@ class BirdControl:
         writer, self._writer, self._reader = self._writer, None, None
         if writer is not None:
             writer.close()
-            try:
+            with contextlib.suppress(OSError):  # already gone: nothing to release
                 await writer.wait_closed()
-            except Exception:  # already gone: nothing to release
-                pass

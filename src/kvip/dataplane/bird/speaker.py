@@ -1,36 +1,29 @@
 """BGP mode: the VIPs of the desired state announced to real peers by a BIRD 2 that kvip runs.
 
-kvip does not speak BGP itself (decision D12): it runs its own BIRD (own config, control socket
-and pid file under `run_dir`, never the system service), renders the announcements as static
-routes with their attributes, and reconfigures BIRD on change — sessions stay up and only the
-changed prefixes are sent. Read-back is from BIRD's RIB over the control socket, so a speaker
-that lost its state (restarted, reconfigured by hand) is seen and repaired like a kernel route.
-
-BIRD is started with PR_SET_PDEATHSIG: if the agent dies, so does the speaker, and the peers
-withdraw (or keep, with graceful restart) what it announced — a crashed agent never leaves an
-orphan announcing VIPs nobody reconciles.
+kvip does not speak BGP itself (decision D12): it runs its own BIRD (`bird.process`, never the system
+service), renders the announcements as static routes with the attributes `decide()` gave them
+(the RFC 8326 drain marks included: this backend decides nothing), and reconfigures BIRD on change —
+sessions stay up and only the changed prefixes are sent. Read-back is from BIRD's RIB over the
+control socket, so a speaker that lost its state (restarted, reconfigured by hand) is seen and
+repaired like a kernel route.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import functools
 import ipaddress
 import logging
-import os
 import re
-import signal
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
-from kvip.config.bgp import BgpSettings
-from kvip.core.bgp_attributes import drained
-from kvip.core.model import DesiredState
-from kvip.dataplane.base import ApplyError, DataplaneError
+from kvip.config.bgp_values import BgpSettings
+from kvip.core.model import DesiredState, IPAddress
+from kvip.dataplane.base import ApplyError, DataplaneBase, DataplaneError
 from kvip.dataplane.bird.config import (
     STATIC_V4,
     STATIC_V6,
@@ -40,17 +33,14 @@ from kvip.dataplane.bird.config import (
     routes_path,
     speaker_config,
 )
-from kvip.dataplane.bird.control import BirdControl, BirdControlError, parse_routes
+from kvip.dataplane.bird.control import BirdControlError, parse_routes
+from kvip.dataplane.bird.metrics import BgpCollector, SpeakerState
+from kvip.dataplane.bird.process import BirdProcess
 
 log = logging.getLogger("kvip.bgp")
 
-_PR_SET_PDEATHSIG = 1
 _OUR_PROTOCOL = re.compile(rf"\b({STATIC_V4}|{STATIC_V6})\b")
 _BGP_STATES = {"Idle", "Connect", "Active", "OpenSent", "OpenConfirm", "Established", "Close"}
-
-
-def _die_with_parent() -> None:
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 @functools.lru_cache(maxsize=65536)
@@ -59,26 +49,16 @@ def _network(prefix: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     return ipaddress.ip_network(prefix)
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-class BgpSpeaker:
+class BgpSpeaker(DataplaneBase):
     name = "bgp"
 
     def __init__(self, settings: BgpSettings, *, start_timeout: float = 10.0) -> None:
         self.settings = settings
         self.run_dir = Path(settings.run_dir)
-        self.config_path = self.run_dir / "bird.conf"
-        self.socket_path = self.run_dir / "bird.ctl"
-        self.pid_path = self.run_dir / "bird.pid"
-        self.control = BirdControl(str(self.socket_path))
-        self._start_timeout = start_timeout
+        self.process = BirdProcess(settings.bird_path, self.run_dir, on_log_line=self._on_log_line,
+                                   start_timeout=start_timeout)
+        self.control = self.process.control
         self._intended: frozenset[Announcement] = frozenset()  # what the include files say
-        self._process: asyncio.subprocess.Process | None = None
-        self._log_pump: asyncio.Task[None] | None = None
         self._hints: asyncio.Queue[None] = asyncio.Queue()
         self._start_lock = asyncio.Lock()
         self._closed = False
@@ -90,12 +70,14 @@ class BgpSpeaker:
     # -- the Dataplane interface -----------------------------------------------------------
 
     def desired(self, state: DesiredState) -> frozenset[Announcement]:
-        items = set()
-        for advertisement in state.advertisements.values():
-            attributes = drained(advertisement.attributes) if advertisement.draining else advertisement.attributes
-            items.add(Announcement(ipaddress.ip_network(advertisement.vip), attributes.communities,
-                                   attributes.large_communities, attributes.local_pref))
-        return frozenset(items)
+        return frozenset(
+            Announcement(ipaddress.ip_network(ad.vip), ad.attributes.communities, ad.attributes.large_communities,
+                         ad.attributes.local_pref)
+            for ad in state.advertisements.values()
+        )
+
+    def vip_of(self, item: Announcement) -> IPAddress:
+        return item.prefix.network_address
 
     async def observe(self) -> frozenset[Announcement]:
         """What the speaker's RIB holds from kvip's static protocols (what it exports to peers)."""
@@ -136,16 +118,14 @@ class BgpSpeaker:
     async def maintain(self) -> None:
         """Keep the speaker alive (restart it at once if it dies) and its session states fresh."""
         while True:
-            process = self._process
-            if process is not None and process.returncode is None:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(process.wait(), timeout=1.0)
-            elif process is None:
+            if self.process.started:
+                await self.process.wait_exit(timeout=1.0)
+            else:
                 await asyncio.sleep(0.2)  # not started yet: the first reconcile starts it
-            if self._process is not None and self._process.returncode is not None and not self._closed:
+            if self.process.started and not self.process.running and not self._closed:
                 self.restarts += 1
                 log.warning("BGP speaker (bird) exited with %s; restarting and re-announcing %d prefix(es)",
-                            self._process.returncode, len(self._intended))
+                            self.process.returncode, len(self._intended))
                 try:
                     await self._start()
                 except DataplaneError as exc:
@@ -156,25 +136,28 @@ class BgpSpeaker:
                 if self.running:
                     await self._poll_sessions()
 
+    def state(self) -> SpeakerState:
+        return SpeakerState(self.running, self.restarts,
+                            {str(peer): self.sessions.get(str(peer), "unknown") for peer in self._peers.values()},
+                            len(self._intended))
+
+    def status(self) -> Mapping[str, object]:
+        state = self.state()
+        return {"speakerRunning": state.running, "speakerRestarts": state.restarts, "sessions": dict(state.sessions),
+                "announced": state.announced, "runDir": str(self.run_dir)}
+
+    def collectors(self) -> Sequence[Collector]:
+        return (BgpCollector(self.state),)
+
     async def close(self) -> None:
         self._closed = True
-        await self.control.close()
-        process, self._process = self._process, None
-        if process is not None and process.returncode is None:
-            process.terminate()  # BIRD says goodbye to its peers (Cease) before exiting
-            try:
-                await asyncio.wait_for(process.wait(), 5.0)
-            except asyncio.TimeoutError:
-                process.kill()
-                await process.wait()
-        if self._log_pump is not None:
-            self._log_pump.cancel()
+        await self.process.stop()
 
     # -- the speaker process -----------------------------------------------------------------
 
     @property
     def running(self) -> bool:
-        return self._process is not None and self._process.returncode is None
+        return self.process.running
 
     async def _ensure_running(self) -> None:
         if self.running:
@@ -184,70 +167,28 @@ class BgpSpeaker:
                 await self._start()
 
     def _write_routes(self, announcements: frozenset[Announcement]) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         for version in (4, 6):
-            _write_atomically(routes_path(self.run_dir, version), routes_file(announcements, version))
+            self.process.write(routes_path(self.run_dir, version), routes_file(announcements, version))
 
     async def _start(self) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._kill_stale()
+        self.process.prepare()
         config = speaker_config(self.settings, router_id=self.router_id(), run_dir=self.run_dir,
                                 local_addresses=self.local_addresses())
-        _write_atomically(self.config_path, config)
         self._write_routes(self._intended)
-        bird = self.settings.bird_path
-        check = await asyncio.create_subprocess_exec(bird, "-p", "-c", str(self.config_path),
-                                                     stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        out, err = await check.communicate()
-        if check.returncode != 0:
-            raise DataplaneError(f"BIRD rejects the generated config: {(err or out).decode().strip()}")
-        await self.control.close()
-        self._process = await asyncio.create_subprocess_exec(
-            bird, "-f", "-c", str(self.config_path), "-s", str(self.socket_path), "-P", str(self.pid_path),
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-            preexec_fn=_die_with_parent,
-        )
-        self._log_pump = asyncio.create_task(self._pump_log(self._process))
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._start_timeout
-        while True:
-            if self._process.returncode is not None:
-                raise DataplaneError(f"BIRD exited with {self._process.returncode} at start")
-            try:
-                await self.control.command("show status")
-                break
-            except BirdControlError:
-                if loop.time() > deadline:
-                    raise DataplaneError(f"BIRD did not answer on {self.socket_path}") from None
-                await asyncio.sleep(0.02)
-        log.info("BGP speaker up (bird pid %s, AS %d, %d peer(s))", self._process.pid, self.settings.asn,
+        await self.process.start(config)
+        log.info("BGP speaker up (bird pid %s, AS %d, %d peer(s))", self.process.pid, self.settings.asn,
                  len(self.settings.peers))
 
-    def _kill_stale(self) -> None:
-        """A speaker left by an earlier agent whose death signal did not reach it: it is ours, stop it."""
-        with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
-            pid = int(self.pid_path.read_text().strip())
-            if self._process is not None and pid == self._process.pid:
-                return
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            if any(arg == str(self.config_path).encode() for arg in cmdline):
-                log.warning("stopping a stale BGP speaker (pid %d) left by an earlier agent", pid)
-                os.kill(pid, signal.SIGKILL)
-
-    async def _pump_log(self, process: asyncio.subprocess.Process) -> None:
-        """BIRD's log into ours, and the speaker's netlink: a reconfiguration kvip did not ask for, or a
-        state change of kvip's static protocols (`birdc disable kvip4`), wakes the reconciler at once."""
-        assert process.stderr is not None
-        async for raw in process.stderr:
-            line = raw.decode(errors="replace").rstrip()
-            log.info("bird: %s", line)
-            if line.endswith("Reconfigured"):
-                if self._own_reconfigures > 0:
-                    self._own_reconfigures -= 1
-                else:
-                    self._hints.put_nowait(None)
-            elif _OUR_PROTOCOL.search(line):  # "Disabling protocol kvip4", "kvip6: Shutting down", ...
+    def _on_log_line(self, line: str) -> None:
+        """The speaker's netlink: a reconfiguration kvip did not ask for, or a state change of kvip's static
+        protocols (`birdc disable kvip4`), wakes the reconciler at once."""
+        if line.endswith("Reconfigured"):
+            if self._own_reconfigures > 0:
+                self._own_reconfigures -= 1
+            else:
                 self._hints.put_nowait(None)
+        elif _OUR_PROTOCOL.search(line):  # "Disabling protocol kvip4", "kvip6: Shutting down", ...
+            self._hints.put_nowait(None)
 
     async def _poll_sessions(self) -> None:
         states: dict[str, str] = {}
@@ -284,14 +225,6 @@ class BgpSpeaker:
                 return str(address)
         raise DataplaneError("no bgp_routerid and no IPv4 address on this host to take one from")
 
-    def collector(self) -> BgpCollector:
-        return BgpCollector(self)
-
-    def status(self) -> dict[str, object]:
-        return {"speakerRunning": self.running, "speakerRestarts": self.restarts,
-                "sessions": {str(peer): self.sessions.get(str(peer), "unknown") for peer in self._peers.values()},
-                "announced": len(self._intended), "runDir": str(self.run_dir)}
-
 
 def interface_addresses(interface: str | None) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
     """Global addresses of one interface (or of all), in the kernel's order."""
@@ -312,21 +245,3 @@ def interface_addresses(interface: str | None) -> list[ipaddress.IPv4Address | i
                 continue
             found.append(ipaddress.ip_address(message.get_attr("IFA_ADDRESS")))
         return found
-
-
-class BgpCollector:
-    """Session states and speaker restarts, read at scrape time."""
-
-    def __init__(self, speaker: BgpSpeaker) -> None:
-        self._speaker = speaker
-
-    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
-        status = self._speaker.status()
-        up = GaugeMetricFamily("kvip_bgp_session_up", "1 when the BGP session to the peer is Established",
-                               labels=["peer"])
-        for peer, state in status["sessions"].items():  # type: ignore[union-attr]
-            up.add_metric([peer], 1.0 if state == "Established" else 0.0)
-        restarts = CounterMetricFamily("kvip_bgp_speaker_restarts", "Times the BGP speaker died and was restarted")
-        restarts.add_metric([], status["speakerRestarts"])  # type: ignore[arg-type]
-        yield up
-        yield restarts

@@ -21,10 +21,11 @@ import yaml
 from aiohttp import web
 
 from kvip.lab.apiserver.kinds import BY_PLURAL
+from kvip.lab.apiserver.requestlog import WRITE_VERBS, RequestRecord
 from kvip.lab.apiserver.server import ApiApp, Policy
 from kvip.lab.apiserver.store import Store, StoreError
 
-__all__ = ["StandIn", "StandInThread", "StoreError", "run_standalone"]
+__all__ = ["WRITE_VERBS", "RequestRecord", "StandIn", "StandInThread", "StoreError", "run_standalone"]
 
 READ_VERBS = ("get", "list", "watch")
 
@@ -103,6 +104,18 @@ class StandIn:
     def request_counts(self) -> dict[str, int]:
         return dict(self.api.requests)
 
+    @property
+    def requests_served(self) -> int:
+        """The `seq` of the latest request: pass it as `after` to see only what comes next."""
+        return self.api.log.total
+
+    def request_log(self, *, resource: str | None = None, verbs: Iterable[str] | None = None,
+                    method: str | None = None, path_prefix: str | None = None, after: int = 0) -> list[RequestRecord]:
+        """Requests served so far (also GET /_standin/requests), e.g. every status write:
+        `request_log(resource="services/status", verbs=WRITE_VERBS)`."""
+        return self.api.log.query(resource=resource, verbs=frozenset(verbs) if verbs is not None else None,
+                                  method=method, path_prefix=path_prefix, after=after)
+
     # -- kubeconfig --------------------------------------------------------------------------
 
     def kubeconfig(self, *, token: str | None = None, server: str | None = None, user: str = "kvip") -> dict[str, Any]:
@@ -157,8 +170,9 @@ class StandIn:
         for verb in verbs:
             self.policy.denied.discard((user, resource, verb))
 
-    def set_allowed(self, user: str, pairs: Iterable[tuple[str, str]] | None) -> None:
-        """Give `user` exactly these (resource, verb) permissions (None: unlimited again), as a Role would."""
+    def set_allowed(self, user: str, pairs: Iterable[tuple[str, str, str, str | None]] | None) -> None:
+        """Give `user` exactly these (apiGroup, resource, verb, namespace or None = cluster-wide) grants
+        (None: unlimited again), as Roles and ClusterRoles bound to it would."""
         if pairs is None:
             self.policy.allowed.pop(user, None)
         else:

@@ -42,6 +42,8 @@ KINDS: tuple[Kind, ...] = (
     Kind("serviceaccounts", "ServiceAccount", "", "v1", True, ("sa",)),
     Kind("clusterroles", "ClusterRole", "rbac.authorization.k8s.io", "v1", False),
     Kind("clusterrolebindings", "ClusterRoleBinding", "rbac.authorization.k8s.io", "v1", False),
+    Kind("roles", "Role", "rbac.authorization.k8s.io", "v1", True),
+    Kind("rolebindings", "RoleBinding", "rbac.authorization.k8s.io", "v1", True),
     Kind("daemonsets", "DaemonSet", "apps", "v1", True, ("ds",), ("status",)),
     Kind("deployments", "Deployment", "apps", "v1", True, ("deploy",), ("status",)),
 )

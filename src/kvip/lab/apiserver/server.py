@@ -15,12 +15,21 @@ from typing import Any
 
 from aiohttp import web
 
-from kvip.lab.apiserver import kinds
-from kvip.lab.apiserver.kinds import Kind
+from kvip.lab.apiserver.kinds import (
+    Kind,
+    api_group_list,
+    api_versions,
+    kind_for,
+    resource_list,
+    version_info,
+)
+from kvip.lab.apiserver.requestlog import RequestLog
 from kvip.lab.apiserver.selectors import SelectorError, field_selector, label_selector
 from kvip.lab.apiserver.store import Store, StoreError, Watcher
 
 JSON = "application/json"
+# Set on the request by the resource handler, read by the request log.
+_RESOURCE, _VERB = web.RequestKey("kvip.resource", str), web.RequestKey("kvip.verb", str)
 
 
 def status_body(code: int, reason: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -45,22 +54,35 @@ def _json(body: Any, status: int = 200) -> web.Response:
     return web.Response(body=_dumps(body).encode(), status=status, headers={"Content-Type": JSON})
 
 
+# One permission as a Role or ClusterRole binding grants it: (apiGroup, resource, verb, namespace),
+# namespace None = cluster-wide (a ClusterRoleBinding: every namespace and cluster-scoped resources).
+Grant = tuple[str, str, str, str | None]
+
+
 @dataclass
 class Policy:
-    """Who may do what: tokens → users, and deny rules (user or None for everyone, resource, verb)."""
+    """Who may do what: tokens → users, allow lists (RBAC) and deny rules (faults: user or None for everyone)."""
 
     tokens: dict[str, str] | None = None
     anonymous: str | None = None  # user for requests without a token (kubectl sends none over plain HTTP)
     denied: set[tuple[str | None, str, str]] = field(default_factory=set)
-    # user → the only (resource, verb) pairs allowed, like a Role bound to that user; absent = no limit
-    allowed: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
+    # user → the only grants it has, like Roles and ClusterRoles bound to that user; absent = no limit
+    allowed: dict[str, set[Grant]] = field(default_factory=dict)
     latency: float = 0.0
     bookmark_interval: float = 5.0
 
-    def is_denied(self, user: str, resource: str, verb: str) -> bool:
-        if user in self.allowed and (resource, verb) not in self.allowed[user]:
+    def is_denied(self, user: str, group: str, resource: str, verb: str, namespace: str | None) -> bool:
+        grants = self.allowed.get(user)
+        if grants is not None and not _granted(grants, group, resource, verb, namespace):
             return True
         return (None, resource, verb) in self.denied or (user, resource, verb) in self.denied
+
+
+def _granted(grants: set[Grant], group: str, resource: str, verb: str, namespace: str | None) -> bool:
+    """RBAC's rule: a cluster-wide grant covers every namespace; a namespaced one only requests inside
+    that namespace (a list or watch across all namespaces needs the cluster-wide grant)."""
+    return (group, resource, verb, None) in grants or (
+        namespace is not None and (group, resource, verb, namespace) in grants)
 
 
 def _static(body: Any) -> Any:
@@ -88,7 +110,7 @@ def _parse(group: str, version: str, tail: str) -> Target | None:
         pass  # the namespaces resource itself
     if not parts or len(parts) > 3:
         return None
-    kind = kinds.kind_for(group, version, parts[0])
+    kind = kind_for(group, version, parts[0])
     if kind is None or (ns is not None and not kind.namespaced):
         return None
     name = parts[1] if len(parts) > 1 else None
@@ -104,20 +126,39 @@ class ApiApp:
         self.policy = policy
         self.control = control  # the StandIn handle, for the fault control API
         self.requests: Counter[str] = Counter()
-        self.app = web.Application(middlewares=[self._latency], client_max_size=64 * 1024 * 1024)
+        self.log = RequestLog()
+        self.app = web.Application(middlewares=[self._record, self._latency], client_max_size=64 * 1024 * 1024)
         r = self.app.router
-        r.add_get("/api", _static(kinds.api_versions))
-        r.add_get("/apis", _static(kinds.api_group_list))
-        r.add_get("/version", _static(kinds.version_info))
+        r.add_get("/api", _static(api_versions))
+        r.add_get("/apis", _static(api_group_list))
+        r.add_get("/version", _static(version_info))
         for probe in ("/healthz", "/readyz", "/livez"):
             r.add_get(probe, _static(lambda: "ok"))
         r.add_post("/_standin/faults", self._faults)
         r.add_get("/_standin/stats", self._stats)
+        r.add_get("/_standin/requests", self._requests)
         r.add_route("*", "/api/{version}", self._core_discovery)
         r.add_route("*", "/api/{version}/{tail:.*}", self._core)
         r.add_get("/apis/{group}", self._group_discovery)
         r.add_get("/apis/{group}/{version}", self._group_version_discovery)
         r.add_route("*", "/apis/{group}/{version}/{tail:.*}", self._grouped)
+
+    @web.middleware
+    async def _record(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        bytes_in = len(await request.read()) if request.body_exists else 0  # cached: handlers read it again
+        status, bytes_out = 500, 0
+        try:
+            response = await handler(request)
+            status = response.status
+            body = response.body if isinstance(response, web.Response) else None
+            bytes_out = len(body) if isinstance(body, bytes) else response.body_length
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            self.log.add(method=request.method, path=request.path, resource=request.get(_RESOURCE, ""),
+                         verb=request.get(_VERB, ""), status=status, bytes_in=bytes_in, bytes_out=bytes_out)
 
     @web.middleware
     async def _latency(self, request: web.Request, handler: Any) -> web.StreamResponse:
@@ -128,18 +169,18 @@ class ApiApp:
     # -- discovery ---------------------------------------------------------------------------
 
     async def _core_discovery(self, request: web.Request) -> web.Response:
-        body = kinds.resource_list("", request.match_info["version"])
+        body = resource_list("", request.match_info["version"])
         return _json(body) if body else error(404, "NotFound", "the server could not find the requested resource")
 
     async def _group_discovery(self, request: web.Request) -> web.Response:
         group = request.match_info["group"]
-        for entry in kinds.api_group_list()["groups"]:
+        for entry in api_group_list()["groups"]:
             if entry["name"] == group:
                 return _json({"kind": "APIGroup", "apiVersion": "v1", **entry})
         return error(404, "NotFound", "the server could not find the requested resource")
 
     async def _group_version_discovery(self, request: web.Request) -> web.Response:
-        body = kinds.resource_list(request.match_info["group"], request.match_info["version"])
+        body = resource_list(request.match_info["group"], request.match_info["version"])
         return _json(body) if body else error(404, "NotFound", "the server could not find the requested resource")
 
     # -- resources ---------------------------------------------------------------------------
@@ -168,7 +209,8 @@ class ApiApp:
         verb = self._verb(request, target)
         self.requests[verb] += 1
         resource = target.kind.plural + (f"/{target.subresource}" if target.subresource else "")
-        if self.policy.is_denied(user, resource, verb):
+        request[_RESOURCE], request[_VERB] = resource, verb
+        if self.policy.is_denied(user, target.kind.group, resource, verb, target.namespace):
             return self._forbidden(user, verb, target)
         try:
             return await self._dispatch(request, verb, target, user)
@@ -207,7 +249,7 @@ class ApiApp:
             return self._list(request, target)
         if verb == "watch":
             return await self._watch(request, target, user)
-        body = await request.json() if request.can_read_body else {}
+        body = await request.json() if request.body_exists else {}  # the request log read it already
         if verb == "create":
             if name is not None:
                 return error(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
@@ -294,6 +336,17 @@ class ApiApp:
             return error(400, "BadRequest", f"unknown action {action!r}; one of {sorted(allowed)}")
         getattr(self.control, action)(**body)
         return _json({"ok": True, "resourceVersion": str(self.store.rv)})
+
+    async def _requests(self, request: web.Request) -> web.Response:
+        """GET /_standin/requests?resource=services/status&verb=patch&verb=update&after=<seq>"""
+        verbs = request.query.getall("verb", [])
+        try:
+            after = int(request.query.get("after", "0"))
+        except ValueError:
+            return error(400, "BadRequest", f"after must be a sequence number, not {request.query['after']!r}")
+        found = self.log.query(resource=request.query.get("resource"), verbs=frozenset(verbs) if verbs else None,
+                               method=request.query.get("method"), after=after)
+        return _json({"total": self.log.total, "requests": [r.as_json() for r in found]})
 
     async def _stats(self, _: web.Request) -> web.Response:
         return _json({"requests": dict(self.requests), "resourceVersion": self.store.rv,

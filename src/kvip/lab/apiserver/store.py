@@ -36,15 +36,22 @@ def now_rfc3339() -> str:
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch (used for strategic merge too: maps merge, lists replace)."""
+    """RFC 7386 JSON merge patch (used for strategic merge too: maps merge, lists replace).
+
+    Returns a new object sharing nothing with `target`: stored objects are never mutated in place,
+    and the caller edits the result (a shallow copy let it delete the stored resourceVersion)."""
+    return _merge_into(copy.deepcopy(target), patch)
+
+
+def _merge_into(target: Any, patch: Any) -> Any:
     if not isinstance(patch, dict):
         return copy.deepcopy(patch)
-    result = dict(target) if isinstance(target, dict) else {}
+    result = target if isinstance(target, dict) else {}
     for key, value in patch.items():
         if value is None:
             result.pop(key, None)
         else:
-            result[key] = merge_patch(result.get(key), value)
+            result[key] = _merge_into(result.get(key), value)
     return result
 
 
@@ -164,7 +171,7 @@ class Store:
                                               "the object has been modified; please apply your changes to the "
                                               "latest version and try again")
         if subresource == "status":
-            new = {**current, "status": incoming.get("status", {})}
+            new = {**copy.deepcopy(current), "status": incoming.get("status", {})}
         else:
             new = incoming
             if "status" in current and plural in ("services", "nodes", "pods") and "status" not in new:
