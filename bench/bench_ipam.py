@@ -25,7 +25,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--services", type=int, default=10_000)
     args = parser.parse_args()
-    config = parse_pools({"cidr-global": "10.96.0.0/16", "range-shop": "10.97.0.1-10.97.0.100"})
+    # One pool per Service, cidr- keys first (the provider's order): "shop" has its own, the rest global.
+    config = parse_pools({"cidr-global": "10.96.0.0/16", "cidr-shop": "10.97.0.0/22"})
     fresh = [ServiceView(ServiceKey("default" if i % 10 else "shop", f"svc-{i}"), ports=(PortView("p", 80),))
              for i in range(args.services)]
     tracemalloc.start()
@@ -34,7 +35,7 @@ def main() -> None:
     first = time.perf_counter() - t0
     _, peak_first = tracemalloc.get_traced_memory()
     annotated = [ServiceView(s.key, ports=s.ports, annotations=MappingProxyType(
-        {"kube-vip.io/loadbalancerIPs": ",".join(assigned[s.key])})) for s in fresh if s.key in assigned]
+        {"kube-vip.io/loadbalancerIPs": ",".join(assigned[s.key].ips)})) for s in fresh if s.key in assigned]
     tracemalloc.reset_peak()
     t0 = time.perf_counter()
     again, _ = plan(config, annotated)

@@ -366,3 +366,34 @@ async def test_bgp_sourceip_is_the_session_source_and_the_next_hop(tmp_path: Pat
     finally:
         await cluster.stop()
         router.stop()
+
+
+async def test_kube_vip_daemonset_bgp_env_without_router_id_announces_from_every_node_with_endpoints(
+        tmp_path: Path) -> None:
+    """Issue #23: `kube-vip manifest daemonset --services --bgp --leaderElection`'s env without --bgpRouterID
+    (bgp_as default 65000). It failed every pass reading the host's addresses on its own event loop."""
+    cluster = LabCluster(NODES, workdir=tmp_path, resync_period=3.0)
+    await cluster.start()
+    assert cluster.topology is not None
+    router = BirdRouter(cluster.topology, tmp_path, asn=64512, node_asn=65000)  # bgp_as unset: 65000
+    router.start()
+    try:
+        lab = BgpLab(cluster, router, (4,))
+        web(lab, ["node-a", "node-b"])
+        for name in NODES:
+            cluster.start_agent(name, env={
+                "vip_arp": "false", "port": "6443", "svc_enable": "true", "svc_leasename": "plndr-svcs-lock",
+                "vip_leaderelection": "true", "bgp_enable": "true", "bgp_routerid": "", "bgp_peeraddress": "",
+                "bgp_peerpass": "", "bgp_peeras": "65000",
+                "bgp_peers": f"{cluster.topology.router_address}:64512::false",
+                "bgp_hold_time": "9", "bgp_keepalive_interval": "3",
+                "vip_routingtable": "false", "kvip_bgp_rundir": str(tmp_path / f"bgp-{name}"),  # the lab's
+            })
+        # vip_leaderelection elects no single BGP speaker: both nodes with endpoints announce, as kube-vip.
+        await lab.wait_nodes(PREFIX, {"node-a", "node-b"}, timeout=20)
+        log, address = cluster.agent_log("node-a"), cluster.node("node-a").address
+        assert f"router id {address} from the first IPv4 address of the host" in log, log[-2000:]
+        assert "vip_leaderelection=true: in BGP mode every node announces" in log
+    finally:
+        await cluster.stop()
+        router.stop()

@@ -1,29 +1,37 @@
 """`kvip controller` end to end: two controllers (one leads), services get IPs, agents advertise them,
-deleting a service frees its IP for the next one."""
+deleting a service frees its IP for the next one; and the controller against the API stand-in reading the
+ConfigMap as kube-vip-cloud-provider does (allow-share-global, search-order, interface-global, a Service
+being deleted)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from lightkube import AsyncClient, KubeConfig
 
+from kvip.controller.allocator import Controller
+from kvip.core.election_rules import LeaseTiming
+from kvip.lab.apiserver import StandIn
 from kvip.lab.cluster import LabCluster
 from kvip.lab.netns import popen_in_netns
-from kvip.lab.objects import Endpoint, endpoint_slice, load_balancer_service
+from kvip.lab.objects import Endpoint, endpoint_slice, load_balancer_service, namespace
 
 pytestmark = pytest.mark.root
 
 IPS = "kube-vip.io/loadbalancerIPs"
 
 
-async def annotation(lab: LabCluster, name: str, timeout: float = 15.0) -> str:
+async def annotation(lab: LabCluster | StandIn, name: str, timeout: float = 15.0) -> str:
+    api = lab.api if isinstance(lab, LabCluster) else lab
     deadline = time.monotonic() + timeout
     while True:
-        value = (lab.api.get("services", name, "default")["metadata"].get("annotations") or {}).get(IPS)
+        value = (api.get("services", name, "default")["metadata"].get("annotations") or {}).get(IPS)
         if value:
             return value
         assert time.monotonic() < deadline, f"{name} got no IP"
@@ -79,3 +87,34 @@ async def test_two_controllers_one_allocates_agents_advertise_and_deletion_frees
                     await asyncio.sleep(0.05)
                 else:
                     proc.kill()
+
+
+async def test_the_controller_reads_the_configmap_as_the_cloud_provider_does() -> None:
+    api = StandIn()
+    await api.start()
+    for ns in ("kube-system", "default"):
+        api.create(namespace(ns))
+    api.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kubevip", "namespace": "kube-system"},
+                "data": {"cidr-global": "10.96.60.0/30", "allow-share-global": "true", "search-order": "desc",
+                         "interface-global": "eth9"}})
+    doomed = load_balancer_service("doomed", external_traffic_policy="Cluster")
+    doomed["metadata"]["finalizers"] = ["example.com/hold"]
+    api.create(doomed)
+    api.delete("services", "doomed", namespace="default")  # a finalizer holds it: deletionTimestamp set
+    client = AsyncClient(config=KubeConfig.from_dict(api.kubeconfig()))
+    controller = Controller(client, identity="ctl-1", resync_period=60,
+                            timing=LeaseTiming(lease_duration=3, renew_deadline=2, retry_period=0.5))
+    task = asyncio.create_task(controller.run())
+    try:
+        api.create(load_balancer_service("web", external_traffic_policy="Cluster", port=80))
+        assert await annotation(api, "web") == "10.96.60.3"  # desc: the highest, the CIDR's last address kept
+        api.create(load_balancer_service("web-tls", external_traffic_policy="Cluster", port=443))
+        assert await annotation(api, "web-tls") == "10.96.60.3"  # allow-share-global, other port
+        web = api.get("services", "web", "default")["metadata"]["annotations"]
+        assert web["kube-vip.io/serviceInterface"] == "eth9"
+        assert IPS not in (api.get("services", "doomed", "default")["metadata"].get("annotations") or {})
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await api.stop()

@@ -99,11 +99,14 @@ async def test_stopped_agent_shows_as_stale_heartbeat(lab: LabCluster) -> None:
 
 
 async def test_status_command_shows_decisions_and_events_are_visible_with_kubectl(lab: LabCluster) -> None:
-    status = run_in_netns(lab.node("node-a").netns, [sys.executable, "-m", "kvip", "status", "-o", "json"])
+    # `kvip status` reads the agent's local unix socket (/status is not served on the metrics address).
+    status = run_in_netns(lab.node("node-a").netns, [sys.executable, "-m", "kvip", "status", "-o", "json",
+                                                     "--socket", str(lab.status_socket("node-a"))])
     doc = json.loads(status.stdout)
     assert doc["services"]["default/web"]["advertised"] is True
     assert doc["services"]["default/web"]["lastKnownGoodEndpoint"] == "10.244.1.1"
-    table = run_in_netns(lab.node("node-c").netns, [sys.executable, "-m", "kvip", "status"]).stdout
+    table = run_in_netns(lab.node("node-c").netns, [sys.executable, "-m", "kvip", "status",
+                                                    "--socket", str(lab.status_socket("node-c"))]).stdout
     assert "no-ready-local-endpoint" in table
     lab.api.create(load_balancer_service("bad", vips=["2001:db8::300::1"], via="annotation"))
     assert lab.topology is not None

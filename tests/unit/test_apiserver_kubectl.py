@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from kvip.lab.apiserver import StandIn
-from kvip.lab.objects import namespace
+from kvip.lab.objects import load_balancer_service, namespace
 
 KUBECTL = shutil.which("kubectl")
 
@@ -71,3 +71,45 @@ async def test_kubectl_applies_gets_watches_labels_and_deletes(kubeconfig: tuple
 
     assert 'service "web" deleted' in await kubectl(config, "delete", "-f", str(manifest))
     assert api.list("services") == []
+
+
+def table_lines(out: str) -> list[list[str]]:
+    return [line.split() for line in out.strip().splitlines()]
+
+
+async def test_kubectl_get_svc_prints_the_real_columns_from_server_side_tables(
+        kubeconfig: tuple[StandIn, Path]) -> None:
+    api, config = kubeconfig
+    served = load_balancer_service("web", vips=["10.9.0.1"])
+    served["spec"]["clusterIP"] = "10.96.0.10"
+    api.create(served)
+    api.create(load_balancer_service("waiting", port=53, protocol="UDP"))
+    header, *rows = table_lines(await kubectl(config, "get", "svc"))
+    assert header == ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]
+    assert [row[:5] for row in rows] == [["waiting", "LoadBalancer", "<none>", "<pending>", "53/UDP"],
+                                         ["web", "LoadBalancer", "10.96.0.10", "10.9.0.1", "80/TCP"]]
+    wide = table_lines(await kubectl(config, "get", "svc", "-o", "wide"))
+    assert wide[0][-1] == "SELECTOR" and [row[-1] for row in wide[1:]] == ["app=waiting", "app=web"]
+
+
+async def test_kubectl_pages_with_chunk_size_and_watches_table_rows(kubeconfig: tuple[StandIn, Path]) -> None:
+    api, config = kubeconfig
+    for name in ("a", "b", "c"):
+        api.create(load_balancer_service(name))
+    before = api.requests_served
+    listed = table_lines(await kubectl(config, "get", "svc", "--chunk-size=1"))
+    assert [row[0] for row in listed[1:]] == ["a", "b", "c"]
+    assert len(api.request_log(resource="services", verbs=("list",), after=before)) == 3  # one page per service
+
+    watch = await asyncio.create_subprocess_exec(
+        KUBECTL, "--kubeconfig", str(config), "get", "svc", "a", "-w",  # type: ignore[arg-type]
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    assert watch.stdout is not None
+    header = await asyncio.wait_for(watch.stdout.readline(), 10)
+    first = await asyncio.wait_for(watch.stdout.readline(), 10)
+    api.patch("services", "a", {"status": {"loadBalancer": {"ingress": [{"ip": "10.9.0.7"}]}}}, "default", "status")
+    changed = await asyncio.wait_for(watch.stdout.readline(), 10)
+    watch.terminate()
+    await watch.wait()
+    assert header.split()[:4] == [b"NAME", b"TYPE", b"CLUSTER-IP", b"EXTERNAL-IP"]
+    assert first.split()[3] == b"<pending>" and changed.split()[3] == b"10.9.0.7"

@@ -22,6 +22,7 @@ from kvip.core.bgp_attributes import (
 from kvip.core.decide import DecideConfig, decide
 from kvip.core.model import (
     ClusterSnapshot,
+    ElectionMode,
     EndpointView,
     NodeView,
     ServiceKey,
@@ -151,7 +152,7 @@ def test_single_peer_variables_and_peer_list_combine() -> None:
 
 def test_every_bgp_problem_is_reported_at_once() -> None:
     with pytest.raises(ConfigError) as caught:
-        load_config({"vip_nodename": "n1", "bgp_enable": "true", "bgp_peers": "nope:1,10.0.0.1:0",
+        load_config({"vip_nodename": "n1", "bgp_enable": "true", "bgp_as": "x", "bgp_peers": "nope:1,10.0.0.1:0",
                      "bgp_routerid": "fd00::1", "kvip_bgp_graceful_restart": "9999"})
     message = str(caught.value)
     for expected in ("bgp_as", "'nope'", "outside 1..4294967295", "bgp_routerid", "kvip_bgp_graceful_restart"):
@@ -247,3 +248,71 @@ def test_bgp_config_limits_families_to_those_of_its_peers() -> None:
     config = load_config({"vip_nodename": "n1", "bgp_enable": "true", "bgp_as": "65101",
                           "bgp_peers": "10.0.0.1:65000"})
     assert config.decide_config().address_families == {4}
+
+
+# --- kube-vip's BGP settings as kube-vip reads them (kvip issue #23) -------------------------------
+
+BGP_ENV = {"vip_nodename": "n1", "bgp_enable": "true", "bgp_peers": "10.0.0.1:65000"}
+
+
+def test_bgp_as_unset_is_kube_vips_default_65000() -> None:
+    config = load_config(BGP_ENV)
+    assert config.bgp is not None and config.bgp.asn == 65000
+
+
+def test_kube_vips_timer_names_are_read_and_kvips_old_names_still_work() -> None:
+    config = load_config({**BGP_ENV, "bgp_hold_time": "9", "bgp_keepalive_interval": "3"})
+    assert config.bgp is not None and (config.bgp.hold_time, config.bgp.keepalive_time) == (9, 3)
+    old = load_config({**BGP_ENV, "bgp_holdtime": "12", "bgp_keepalivetime": "4"})
+    assert old.bgp is not None and (old.bgp.hold_time, old.bgp.keepalive_time) == (12, 4)
+    with pytest.raises(ConfigError, match="bgp_hold_time .* bgp_keepalive_interval"):
+        load_config({**BGP_ENV, "bgp_hold_time": "3", "bgp_keepalive_interval": "5"})
+
+
+def test_vip_leaderelection_in_bgp_mode_announces_from_every_node_as_kube_vip_does() -> None:
+    config = load_config({**BGP_ENV, "vip_leaderelection": "true"})
+    assert config.election is ElectionMode.NONE
+    assert config.bgp is not None and any("vip_leaderelection" in note for note in config.bgp.notes)
+    per_service = load_config({**BGP_ENV, "vip_leaderelection": "true", "svc_election": "true"})
+    assert per_service.election is ElectionMode.SERVICE and per_service.bgp is not None
+    assert per_service.bgp.notes == ()
+    assert load_config({**BGP_ENV, "vip_arp": "false"}).election is ElectionMode.NONE
+
+
+def test_kube_vip_bgp_settings_kvip_does_not_do_are_refused_one_line_each() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config({**BGP_ENV, "annotation": "metal.equinix.com", "bgp_attach_ip_to_interface": "true",
+                     "bgp_peers": "10.0.0.1:65000::::mpbgp_nexthop=auto_sourceip,10.0.0.2:65000::::"
+                                  "mpbgp_nexthop=fixed"})
+    lines = str(caught.value).splitlines()
+    assert len(lines) == 4
+    for expected in ("annotation:", "bgp_attach_ip_to_interface=true", "auto_sourceip needs bgp_sourceip",
+                     "fixed needs mpbgp_ipv4 or mpbgp_ipv6"):
+        assert sum(expected in line for line in lines) == 1, (expected, lines)
+
+
+def test_an_mp_bgp_peer_carries_both_families_to_decide() -> None:
+    config = load_config({**BGP_ENV, "mpbgp_nexthop": "fixed", "mpbgp_ipv6": "fd00::9"})
+    assert config.decide_config().address_families == {4, 6}
+    assert config.bgp is not None and config.bgp.peer_mpbgp(config.bgp.peers[0]) is not None
+
+
+def test_mp_bgp_and_per_peer_bfd_config_is_accepted_by_bird(tmp_path: Path) -> None:
+    settings = BgpSettings(asn=65101, run_dir=str(tmp_path), peers=(
+        parse_peer("10.0.0.1:65000::::mpbgp_nexthop=fixed:true;300000;300000;3"),
+        parse_peer("[fd00::1]:65000::::mpbgp_nexthop=fixed;mpbgp_ipv4=10.0.0.9"),
+    ))
+    for version in (4, 6):
+        (tmp_path / f"vips{version}.conf").write_text(routes_file(frozenset(), version))
+    config = speaker_config(settings, router_id="10.0.0.9", run_dir=tmp_path,
+                            mpbgp={settings.peers[0]: (6, "fd00::9"), settings.peers[1]: (4, "10.0.0.9")})
+    (tmp_path / "bird.conf").write_text(config)
+    check = subprocess.run(["bird", "-p", "-c", str(tmp_path / "bird.conf")], capture_output=True, text=True,
+                           check=False)
+    assert check.returncode == 0, check.stderr
+    peer0, peer1 = config.split("protocol bgp peer0")[1].split("protocol bgp peer1")
+    assert 'ipv6 { import none; export where proto = "kvip6"; next hop address fd00::9; };' in peer0
+    assert "bfd { min rx interval 300000 us; min tx interval 300000 us; multiplier 3; };" in peer0
+    assert "protocol bfd kvip_bfd" in config
+    assert 'ipv4 { import none; export where proto = "kvip4"; next hop address 10.0.0.9; };' in peer1
+    assert "bfd" not in peer1

@@ -144,7 +144,7 @@ def shell_commands(line: str) -> set[str]:
 
 def shell_programs(text: str) -> set[str]:
     """Programs a bash script runs (array contents, heredocs, quoted text, its own functions skipped)."""
-    functions = set(re.findall(r"^\s*(\w+)\(\)\s*\{", text, re.M))
+    functions = set(re.findall(r"^\s*(\w+)\(\)\s*\{", text, re.MULTILINE))
     found: set[str] = set()
     heredoc_end = None
     in_array = False
@@ -183,7 +183,7 @@ def programs_in_project() -> dict[str, Path]:
 
 def packages_installed_by_setup(text: str) -> set[str]:
     """The words of .ci/setup's `packages=( ... )` array and of its `need+=(...)` additions."""
-    array = re.search(r"^packages=\((.*?)^\)", text, re.S | re.M)
+    array = re.search(r"^packages=\((.*?)^\)", text, re.DOTALL | re.MULTILINE)
     assert array, ".ci/setup has no packages=( ... ) list"
     words = {line.split("#")[0].strip() for line in array.group(1).splitlines()} - {""}
     return words | set(re.findall(r"need\+=\(([\w.+-]+)\)", text))
@@ -217,7 +217,7 @@ def packages_dpkg_names(programs: set[str]) -> dict[str, set[str]]:
     """program -> the packages `dpkg -S` names for the files of that name in the program directories."""
     directories = ("/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/lib/frr")  # /usr-merged: dpkg knows one of two
     paths = [f"{d}/{p}" for p in sorted(programs) for d in directories if os.path.exists(f"{d}/{p}")]
-    run = subprocess.run(["dpkg-query", "-S", *paths], capture_output=True, text=True)
+    run = subprocess.run(["dpkg-query", "-S", *paths], check=False, capture_output=True, text=True)
     said: dict[str, set[str]] = {}
     for line in run.stdout.splitlines():
         packages, _, path = line.partition(": ")

@@ -27,7 +27,7 @@ def test_a_kube_vip_routing_table_daemonset_env_configures_kvip() -> None:
         "vip_nodename": "node-a", "vip_routingtable": "true", "vip_cleanroutingtable": "true",
         "vip_routingtableid": "199", "vip_routingprotocol": "250", "vip_interface": "eth1",
         "lb_class_only": "TRUE", "lb_class_name": "acme/lb", "svc_enable": "true", "prometheus_server": ":9100",
-        "vip_loglevel": "5", "vip_some_future_flag": "whatever",
+        "vip_loglevel": "-4", "vip_some_future_flag": "whatever",
     })
     assert (config.node_name, config.mode, config.routing_table_id, config.routing_protocol) == ("node-a", Mode.TABLE, 199, 250)
     assert (config.interface, config.lb_class_only, config.lb_class_name) == ("eth1", True, "acme/lb")
@@ -59,7 +59,7 @@ def test_every_problem_is_reported_together_naming_the_variable() -> None:
                      "vip_retryperiod": "20", "kvip_on_api_loss": "panic"})
     lines = str(raised.value).splitlines()
     for expected in ("conflicting modes", "lb_class_only", "routing_table_id", "vip_routingprotocol",
-                     "svc_enable", "node name missing", "vip_retryperiod", "kvip_on_api_loss"):
+                     "svc_enable", "vip_retryperiod", "kvip_on_api_loss"):
         assert any(expected in line for line in lines), expected
 
 

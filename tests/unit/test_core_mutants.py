@@ -9,7 +9,14 @@ from types import MappingProxyType
 import pytest
 
 from kvip.core.decide import EXCLUDE_LB_LABEL, IGNORE_ANNOTATION, DecideConfig, decide
-from kvip.core.election_rules import LeaseKey, LeaseRecord, LeaseTiming, Step, next_step, spread_delay
+from kvip.core.election_rules import (
+    LeaseKey,
+    LeaseRecord,
+    LeaseTiming,
+    Step,
+    next_step,
+    spread_delay,
+)
 from kvip.core.ipam import parse_pools
 from kvip.core.model import (
     ClusterSnapshot,
@@ -33,12 +40,13 @@ def web(policy: str = "Local", annotations: dict[str, str] | None = None) -> Ser
 
 
 def reason(service: ServiceView, *, node: NodeView | None = None, endpoints_on: tuple[str, ...] = (HERE,),
-           leadership: Leadership = Leadership(), **config: object) -> str:
+           leadership: Leadership | None = None, **config: object) -> str:
     """The reason `kvip status` shows for `service` on this node."""
     snapshot = ClusterSnapshot(services={service.key: service}, node=node,
                                endpoints={service.key: tuple(EndpointView(("10.244.0.5",), n, True, True, False)
                                                              for n in endpoints_on)})
-    return decide(DecideConfig(node_name=HERE, **config), snapshot, leadership).decisions[service.key].reason
+    state = decide(DecideConfig(node_name=HERE, **config), snapshot, leadership or Leadership())  # type: ignore[arg-type]
+    return state.decisions[service.key].reason
 
 
 def test_every_reason_status_shows_is_its_exact_text() -> None:
@@ -73,13 +81,13 @@ def test_each_false_spelling_of_the_ignore_annotation_is_no_problem(value: str) 
 
 
 def test_cidr_pools_skip_network_and_broadcast_only_below_slash_31() -> None:
-    """ipam x__parse_entries 17,20,21: a /31 and a /32 are all hosts; IPv6 prefixes keep every address."""
+    """ipam parse_pool: with skip-end-ips-in-cidr, a /31 and a /32 are all hosts; IPv6 prefixes keep every address."""
     pools = parse_pools({"cidr-a": "10.0.0.0/31", "cidr-b": "10.0.1.7/32", "cidr-c": "10.0.2.0/30",
-                         "cidr-d": "2001:db8::/127"}).pools
-    assert [str(ip_address(a)) for a in pools["a"].addresses(4)] == ["10.0.0.0", "10.0.0.1"]
-    assert [str(ip_address(a)) for a in pools["b"].addresses(4)] == ["10.0.1.7"]
-    assert [str(ip_address(a)) for a in pools["c"].addresses(4)] == ["10.0.2.1", "10.0.2.2"]
-    assert [str(ip_address(a)) for a in pools["d"].addresses(6)] == ["2001:db8::", "2001:db8::1"]
+                         "cidr-d": "2001:db8::/127", "skip-end-ips-in-cidr": "true"}).pools
+    assert [str(ip_address(a)) for a in pools["cidr-a"].addresses(4)] == ["10.0.0.0", "10.0.0.1"]
+    assert [str(ip_address(a)) for a in pools["cidr-b"].addresses(4)] == ["10.0.1.7"]
+    assert [str(ip_address(a)) for a in pools["cidr-c"].addresses(4)] == ["10.0.2.1", "10.0.2.2"]
+    assert [str(ip_address(a)) for a in pools["cidr-d"].addresses(6)] == ["2001:db8::", "2001:db8::1"]
 
 
 def test_sharing_is_allowed_only_by_an_allow_share_key_saying_true() -> None:

@@ -6,6 +6,8 @@ import ipaddress
 from types import MappingProxyType
 
 from kvip.core.decide import DecideConfig, decide
+from kvip.core.election_rules import LeaseKey
+from kvip.core.leases import ElectionPlan, leadership_from_leases, wanted_leases
 from kvip.core.model import (
     ClusterSnapshot,
     ElectionMode,
@@ -173,3 +175,69 @@ def test_service_interface_annotation_chooses_the_layer2_interface_of_its_vip() 
     state = decide(CONFIG, snap(web, api, endpoints={"web": (ep(THERE),), "api": (ep(THERE),)}))
     assert state.advertisements[ipaddress.ip_address("10.96.0.10")].interface == "eth1"
     assert state.advertisements[ipaddress.ip_address("10.96.0.11")].interface is None
+
+
+# -- kube-vip's election annotations (kvip issue #23) ---------------------------------------------
+
+SHARED_LEASE = {"kube-vip.io/leaseName": "web-vip"}
+
+
+def test_services_sharing_a_vip_and_a_lease_name_are_advertised_by_the_one_lease_holder_only() -> None:
+    """kube-vip #879/#1579/#1286: three Services on one VIP, endpoints on three nodes, per-service election."""
+    group = [svc(n, "10.96.0.9", policy="Cluster", port=p, annotations=SHARED_LEASE)
+             for n, p in (("http", 80), ("https", 443), ("dns", 53))]
+    eps = {"http": (ep("node-a"),), "https": (ep("node-b"),), "dns": (ep("node-c"),)}
+    cluster = snap(*group, endpoints=eps)
+    plan = ElectionPlan(ElectionMode.SERVICE)
+    holders = {LeaseKey("default", "web-vip"): "node-b"}
+    advertisers = set()
+    for node in ("node-a", "node-b", "node-c"):
+        config = DecideConfig(node_name=node, election=ElectionMode.SERVICE)
+        eligible = decide(config, cluster).eligible
+        assert wanted_leases(plan, cluster.services, eligible) == {LeaseKey("default", "web-vip")}
+        held = {lease for lease, holder in holders.items() if holder == node}
+        if advertised(decide(config, cluster, leadership_from_leases(plan, held, cluster.services.values()))):
+            advertisers.add(node)
+    assert advertisers == {"node-b"}
+
+
+def test_shared_lease_name_on_a_local_policy_service_is_refused_as_kube_vip_does() -> None:
+    web = svc("web", "10.96.0.9", policy="Local", annotations=SHARED_LEASE)
+    state = decide(CONFIG, snap(web, endpoints={"web": (ep(HERE),)}))
+    assert advertised(state) == set() and state.decisions[web.key].reason == "shared-lease-needs-cluster-policy"
+    assert [p.reason for p in state.problems] == ["InvalidAnnotation"]
+
+
+def test_allow_reconcile_without_endpoints_advertises_a_cluster_service_that_has_none() -> None:
+    allow = {"kube-vip.io/allow-reconcile-without-endpoints": "True"}
+    web = svc("web", "10.96.0.9", policy="Cluster", annotations=allow)
+    state = decide(CONFIG, snap(web))
+    assert advertised(state) == {"10.96.0.9"} and state.problems == ()
+    assert advertised(decide(CONFIG, snap(svc("web", "10.96.0.9", policy="Cluster")))) == set()
+    # Local: ignored (no local endpoint, no traffic), and said so.
+    local = svc("web", "10.96.0.9", policy="Local", annotations=allow)
+    state = decide(CONFIG, snap(local))
+    assert advertised(state) == set() and [p.reason for p in state.problems] == ["InvalidAnnotation"]
+    # Still behind the election: a non-leader does not advertise it.
+    per = DecideConfig(node_name=HERE, election=ElectionMode.SERVICE)
+    assert advertised(decide(per, snap(web))) == set()
+    assert decide(per, snap(web)).eligible == {web.key}
+
+
+def test_forced_per_service_election_on_demand_overrides_the_global_lease_for_that_service_only() -> None:
+    forced = svc("db", "10.96.0.7", policy="Cluster", annotations={"kube-vip.io/forcePerServiceElection": "true"})
+    plain = svc("web", "10.96.0.8", policy="Cluster")
+    cluster = snap(forced, plain, endpoints={"db": (ep(THERE),), "web": (ep(THERE),)})
+    on_demand = DecideConfig(node_name=HERE, election=ElectionMode.GLOBAL, per_service_election_on_demand=True)
+    assert advertised(decide(on_demand, cluster, Leadership(is_global_leader=True))) == {"10.96.0.8"}
+    assert advertised(decide(on_demand, cluster, Leadership(led_services=frozenset({forced.key})))) == {"10.96.0.7"}
+    anycast = DecideConfig(node_name=HERE, per_service_election_on_demand=True)
+    assert advertised(decide(anycast, cluster)) == {"10.96.0.8"}
+    # Without on-demand election kube-vip serves the annotated Service nowhere: kvip says so.
+    state = decide(DecideConfig(node_name=HERE), cluster)
+    assert advertised(state) == {"10.96.0.8"}
+    assert state.decisions[forced.key].reason == "per-service-election-off"
+    assert [p.reason for p in state.problems] == ["ElectionUnavailable"]
+    # Under svc_election every Service has its own Lease anyway (kube-vip would skip the annotated one).
+    per = DecideConfig(node_name=HERE, election=ElectionMode.SERVICE)
+    assert advertised(decide(per, cluster, Leadership(led_services=frozenset({forced.key})))) == {"10.96.0.7"}

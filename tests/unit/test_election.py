@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from types import MappingProxyType
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kvip.cli.audit import Heartbeat, audit
 from kvip.core.election_rules import (
     LeaseRecord,
     Step,
@@ -17,7 +19,14 @@ from kvip.core.election_rules import (
     next_step,
     spread_delay,
 )
-from kvip.core.model import ServiceKey
+from kvip.core.leases import (
+    ElectionPlan,
+    InvalidLeaseName,
+    leadership_from_leases,
+    lease_of,
+    wanted_leases,
+)
+from kvip.core.model import ElectionMode, ServiceKey, ServiceView
 from kvip.kube.election import (
     ElectionConfigError,
     LeaseKey,
@@ -185,3 +194,77 @@ def test_spread_delays_differ_per_node_and_stay_within_two_periods() -> None:
     assert len(delays) == 20
     assert all(0 <= d < 2 * DEFAULTS.retry_period for d in delays)
     assert spread_delay("node-1", KEY, DEFAULTS) == spread_delay("node-1", KEY, DEFAULTS)
+
+
+# -- which Lease elects which Service (kube-vip.io/leaseName, forcePerServiceElection) --------------
+
+SHARED = {"kube-vip.io/leaseName": "web-vip"}
+PER_SERVICE = ElectionPlan(ElectionMode.SERVICE)
+
+
+def service(name: str, annotations: dict[str, str] | None = None, namespace: str = "shop") -> ServiceView:
+    return ServiceView(ServiceKey(namespace, name), external_traffic_policy="Cluster",
+                       annotations=MappingProxyType(annotations or {}))
+
+
+def test_lease_name_annotation_names_the_lease_in_the_service_namespace_or_the_one_given() -> None:
+    assert lease_of(service("web")) == LeaseKey("shop", "kubevip-web")
+    assert lease_of(service("web", {"kube-vip.io/leaseName": ""})) == LeaseKey("shop", "kubevip-web")
+    assert lease_of(service("web", SHARED)) == LeaseKey("shop", "web-vip")
+    assert lease_of(service("web", {"kube-vip.io/leaseName": "infra/web-vip"})) == LeaseKey("infra", "web-vip")
+
+
+@pytest.mark.parametrize("value", ["Web", "a/b/c", "/web", "ns/", "web_vip", "x" * 254, "-web", "ns.x/web"])
+def test_lease_name_that_cannot_name_a_lease_is_refused(value: str) -> None:
+    with pytest.raises(InvalidLeaseName):
+        lease_of(service("web", {"kube-vip.io/leaseName": value}))
+
+
+def test_services_naming_one_lease_contend_for_it_once_and_its_holder_leads_them_all() -> None:
+    group = {s.key: s for s in (service("http", SHARED), service("https", SHARED), service("dns", SHARED))}
+    alone = service("alone")
+    services = {**group, alone.key: alone}
+    assert wanted_leases(PER_SERVICE, services, set(services)) == {LeaseKey("shop", "web-vip"),
+                                                                   LeaseKey("shop", "kubevip-alone")}
+    # Eligible for only one of the group: still contends for the shared Lease.
+    assert wanted_leases(PER_SERVICE, services, {ServiceKey("shop", "dns")}) == {LeaseKey("shop", "web-vip")}
+    led = leadership_from_leases(PER_SERVICE, {LeaseKey("shop", "web-vip")}, services.values())
+    assert led.led_services == set(group)
+    # A Service's default Lease means nothing once it names a shared one.
+    held_defaults = {LeaseKey("shop", f"kubevip-{k.name}") for k in group}
+    assert leadership_from_leases(PER_SERVICE, held_defaults, services.values()).led_services == set()
+
+
+def test_on_demand_election_adds_lease_of_forced_services_to_the_global_one() -> None:
+    forced = service("db", {"kube-vip.io/forcePerServiceElection": "true"})
+    plain = service("web")
+    services = {forced.key: forced, plain.key: plain}
+    global_lease = LeaseKey("kube-system", "plndr-svcs-lock")
+    plan = ElectionPlan(ElectionMode.GLOBAL, per_service_on_demand=True, global_lease=global_lease)
+    assert wanted_leases(plan, services, set(services)) == {global_lease, LeaseKey("shop", "kubevip-db")}
+    assert wanted_leases(plan, services, set()) == {global_lease}
+    led = leadership_from_leases(plan, {LeaseKey("shop", "kubevip-db")}, services.values())
+    assert led.led_services == {forced.key} and not led.is_global_leader
+    off = ElectionPlan(ElectionMode.GLOBAL, per_service_on_demand=False, global_lease=global_lease)
+    assert wanted_leases(off, services, set(services)) == {global_lease}
+
+
+def _lb(name: str, vip: str, annotations: dict[str, str]) -> dict[str, object]:
+    return {"metadata": {"name": name, "namespace": "shop", "annotations": annotations},
+            "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Cluster", "ports": [{"port": 80 + len(name)}]},
+            "status": {"loadBalancer": {"ingress": [{"ip": vip}]}}}
+
+
+def test_audit_expects_a_shared_vip_only_on_the_holder_of_the_shared_lease() -> None:
+    services = [_lb(n, "10.96.0.9", SHARED) for n in ("http", "https", "dns")]
+    slices = [{"metadata": {"name": f"{n}-x", "namespace": "shop", "labels": {"kubernetes.io/service-name": n}},
+               "addressType": "IPv4", "endpoints": [{"addresses": ["10.244.0.1"], "nodeName": "node-c",
+                                                     "conditions": {"ready": True}}]}
+              for n in ("http", "https", "dns")]
+    nodes = [{"metadata": {"name": n}} for n in ("node-a", "node-b", "node-c")]
+    # Stale per-service Leases held elsewhere (from before the annotation) must not count.
+    holders = {("shop", "web-vip"): "node-b", ("shop", "kubevip-http"): "node-a", ("shop", "kubevip-dns"): "node-c"}
+    beats = {"node-b": Heartbeat("node-b", frozenset({"10.96.0.9"}), 1.0)}
+    report = audit(services, slices, nodes, beats, election=ElectionMode.SERVICE, lease_holders=holders)
+    assert [(v.vip, v.expected) for v in report.vips] == [("10.96.0.9", {"node-b"})]
+    assert report.ok

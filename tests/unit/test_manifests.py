@@ -159,3 +159,18 @@ def test_bgp_daemonset_env_is_a_valid_agent_config_with_a_writable_run_dir() -> 
     assert config.bgp.asn == 64512 and len(config.bgp.peers) == 2
     assert config.bgp.run_dir.startswith(container["volumeMounts"][0]["mountPath"])
     assert pod["volumes"] == [{"name": "run", "emptyDir": {"medium": "Memory"}}]
+
+
+@pytest.mark.parametrize("options", [v for v in VARIANTS if v.kind != "controller"],
+                         ids=lambda o: f"{o.kind}-{o.mode}-{o.election}")
+def test_the_local_status_socket_is_on_a_writable_mount_in_every_mode(options: ManifestOptions) -> None:
+    # The root filesystem is read-only: without a writable /run/kvip the agent cannot make the socket
+    # `kvip status` reads (table and ARP mode too, not only BGP's speaker directory).
+    objects = manifests(options)
+    spec = next(o for o in objects if o["kind"] in ("DaemonSet", "Pod"))
+    pod = spec["spec"]["template"]["spec"] if spec["kind"] == "DaemonSet" else spec["spec"]
+    container = pod["containers"][0]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    assert "/run/kvip" in mounts and "emptyDir" in volumes[mounts["/run/kvip"]]

@@ -1,7 +1,9 @@
 """Prometheus metrics of one agent, fed by reconcile results and read from the cache at scrape time.
 
 Owns a private CollectorRegistry (so tests and several in-process agents never collide). Never
-decides anything: it only reports what the reconciler and the reflectors already know.
+decides anything: it only reports what the reconciler and the reflectors already know. Where kube-vip
+exports the same quantity, it is also exported under kube-vip's name (`kube_vip_*`, same labels), so
+dashboards built for kube-vip keep working.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from kvip import __version__
 from kvip.kube.reflector import SourceState, SourceStatus
 from kvip.reconcile import ReconcileResult
 
@@ -116,6 +119,17 @@ class AgentMetrics:
         )
         self.info = Gauge("kvip_agent_info", "Static facts about this agent", ["node"], registry=r)
         self.info.labels(node_name).set(1)
+        # kube-vip's names for the same quantities (its pkg/metrics).
+        self._node = node_name
+        self._held: set[str] = set()
+        self.kube_vip_active_services = Gauge("kube_vip_active_services", "How many LB services are currently "
+                                              "managed", ["namespace"], registry=r)
+        self.kube_vip_is_leader = Gauge("kube_vip_is_leader", "1 if this node currently holds the lease",
+                                        ["node", "lease_name"], registry=r)
+        self.kube_vip_transitions = Counter("kube_vip_leader_election_transitions", "Leases this node acquired",
+                                            ["lease_name"], registry=r)
+        Gauge("kube_vip_build_info", "Constant 1; kvip's version", ["version", "build", "node"],
+              registry=r).labels(f"kvip-{__version__}", "kvip", node_name).set(1)
         r.register(_SourceCollector(statuses, staleness))
 
     def observe(self, result: ReconcileResult) -> None:
@@ -136,9 +150,23 @@ class AgentMetrics:
             if diff.failed:
                 self.failures.labels(diff.backend).inc(len(diff.failed))
         self.desired_vips.labels(self._mode).set(len(result.desired.advertisements))
+        self.kube_vip_active_services.clear()
+        for key in result.desired.decisions:
+            self.kube_vip_active_services.labels(key.namespace).inc()
         self.eligible_services.set(len(result.desired.eligible))
         self.bad_input.set(len({p.service for p in result.desired.problems}))
         self.last_reconcile.set(time.time())
+
+    def observe_leases(self, held: Iterable[str]) -> None:
+        """The Leases this node holds now (by name): kvip_leases_held, kube_vip_is_leader and a transition for
+        each newly acquired one; a lost Lease stays at 0, as kube-vip leaves it."""
+        now = set(held)
+        self.leader.set(len(now))
+        for name in now - self._held:
+            self.kube_vip_transitions.labels(name).inc()
+        for name in now | self._held:
+            self.kube_vip_is_leader.labels(self._node, name).set(1 if name in now else 0)
+        self._held = now
 
     def observe_actual(self, desired: set[str], actual: set[str]) -> None:
         self.actual_vips.labels(self._mode).set(len(actual))

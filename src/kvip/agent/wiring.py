@@ -22,11 +22,13 @@ from typing import Any
 
 from lightkube import AsyncClient
 
-from kvip.agent.http import AgentView, serve_agent_http, status_document
+from kvip.agent.http import AgentView, HttpLimits, serve_local, serve_public
 from kvip.agent.metrics import AgentMetrics
 from kvip.agent.probes import ProbeScheduler, probe_plan
+from kvip.agent.status_doc import status_document
 from kvip.config.agent import AgentConfig, Mode
 from kvip.core.decide import decide
+from kvip.core.leases import ElectionPlan, leadership_from_leases, wanted_leases
 from kvip.core.model import (
     BadInput,
     ClusterSnapshot,
@@ -45,7 +47,7 @@ from kvip.core.policy import (
 from kvip.dataplane.base import Dataplane
 from kvip.kube.cache import ClusterCache
 from kvip.kube.client import make_client
-from kvip.kube.election import LeaseElector, LeaseKey, service_lease_key
+from kvip.kube.election import LeaseElector, LeaseKey
 from kvip.kube.events import EventRecorder
 from kvip.kube.heartbeat import HeartbeatPublisher
 from kvip.kube.status_writer import ServiceStatusWriter
@@ -81,6 +83,14 @@ def default_backends(config: AgentConfig, on_conflict: Callable[[Any, str], None
 
 def default_route_interface() -> str:
     """kube-vip's default for layer 2: the interface of the IPv4 default route."""
+    import concurrent.futures
+
+    # pyroute2's IPRoute runs an event loop of its own, which cannot start inside the agent's running one.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(_default_route_interface).result()
+
+
+def _default_route_interface() -> str:
     from pyroute2 import IPRoute
 
     with IPRoute() as ipr:
@@ -104,7 +114,7 @@ class Agent:
         self.trigger = Trigger()
         self.cache = ClusterCache(
             self.client, node_name=config.node_name, on_change=self._on_source_change,
-            resync_period=config.resync_period,
+            resync_period=config.resync_period, namespace=config.svc_namespace,
         )
         self.backends = list(backends) if backends is not None else default_backends(config, self._on_conflict)
         self.metrics = AgentMetrics(config.node_name, self.cache.statuses, mode=config.mode.value,
@@ -114,11 +124,12 @@ class Agent:
         self.heartbeat = HeartbeatPublisher(self.client, node_name=config.node_name, namespace=config.namespace,
                                             mode=config.mode.value, period=config.resync_period)
         self.elector: LeaseElector | None = None
-        if config.election is not ElectionMode.NONE:
+        self.election_plan = ElectionPlan(config.election, config.per_service_election_on_demand,
+                                          self.global_lease if config.election is ElectionMode.GLOBAL else None)
+        if config.election is not ElectionMode.NONE or config.per_service_election_on_demand:
             self.elector = LeaseElector(self.client, identity=config.node_name, timing=config.lease_timing,
                                         on_change=lambda: self.trigger.fire("lease"))
-            if config.election is ElectionMode.GLOBAL:
-                self.elector.want([self.global_lease])
+            self.elector.want(wanted_leases(self.election_plan, {}, ()))
         for backend in self.backends:
             for collector in backend.collectors():  # backend-specific metrics (BGP sessions)
                 self.metrics.registry.register(collector)
@@ -163,9 +174,9 @@ class Agent:
             return self._memo[2]
         state = decide(self._decide_config, snapshot, leadership, verdicts, key[2])
         self._memo = (snapshot, key, state)
-        if self.elector is not None and self.config.election is ElectionMode.SERVICE:
+        if self.elector is not None:
             # Only nodes decide() finds eligible contend; one that stops being eligible releases at once.
-            self.elector.want(service_lease_key(key) for key in state.eligible)
+            self.elector.want(wanted_leases(self.election_plan, snapshot.services, state.eligible))
         return state
 
     def api_lost(self) -> bool:
@@ -200,17 +211,15 @@ class Agent:
         """What the elector holds *now* (fenced), as an input of decide()."""
         if self.elector is None:
             return Leadership()
-        held = self.elector.held()
-        if self.config.election is ElectionMode.GLOBAL:
-            return Leadership(is_global_leader=self.global_lease in held)
-        return Leadership(led_services=frozenset(k for k in snapshot.services if service_lease_key(k) in held))
+        return leadership_from_leases(self.election_plan, self.elector.held(), snapshot.services.values())
 
     def _after_pass(self, result: ReconcileResult) -> None:
         self.events.report(result.desired.problems + self.probe_problems)
         self.events.report_transitions(result.desired.decisions)
-        self.status_writer.report(result.desired, self.cache.services.store)
+        if not self.config.disable_service_updates:  # kube-vip's disable_service_updates: never write status
+            self.status_writer.report(result.desired, self.cache.services.store)
         if self.elector is not None:
-            self.metrics.leader.set(len(self.elector.held()))
+            self.metrics.observe_leases(key.name for key in self.elector.held())
         desired = {str(v) for v in result.desired.vips}
         actual = {str(v) for v in result.held_vips}
         self.metrics.observe_actual(desired, actual)
@@ -262,9 +271,15 @@ class Agent:
             tasks.append(("elector", self.elector.run))
         if self.probes is not None:
             tasks.append(("probes", self.probes.run))
-        if self.config.metrics_address:
-            view, address = self.http_view(), self.config.metrics_address
-            tasks.append(("http", lambda: serve_agent_http(view, address)))
+        # /healthz, /readyz, /metrics on the metrics address; /status and POST /resync only locally.
+        config, view = self.config, self.http_view()
+        if config.metrics_address:
+            limits = HttpLimits(max_connections=config.http_max_connections)
+            tasks.append(("http", lambda: serve_public(view, config.metrics_address, limits)))
+        if config.status_socket or config.status_address:
+            tasks.append(("http-local", lambda: serve_local(
+                view, socket_path=config.status_socket, address=config.status_address,
+                min_interval=config.resync_min_interval)))
         return tasks
 
     # -- what the HTTP endpoint sees -----------------------------------------------------------

@@ -16,13 +16,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kvip.core.decide import DecideConfig, decide
-from kvip.core.model import (
-    ElectionMode,
-    Leadership,
-    ServiceKey,
-)
+from kvip.core.election_rules import LeaseKey
+from kvip.core.leases import ElectionPlan, leadership_from_leases
+from kvip.core.model import ElectionMode
 from kvip.kube import convert
-from kvip.kube.election import service_lease_key
 from kvip.kube.heartbeat import ADVERTISED_ANNOTATION, LABEL, NODE_LEASE_PREFIX
 
 
@@ -83,18 +80,13 @@ def audit(
     expected: dict[str, set[str]] = defaultdict(set)
     owners: dict[str, set[str]] = defaultdict(set)
     template = base_config or DecideConfig(node_name="")
+    plan = ElectionPlan(election, template.per_service_election_on_demand, LeaseKey(*global_lease))
     for node_obj in nodes:
         node = convert.node_view(node_obj)
         config = DecideConfig(**{**template.__dict__, "node_name": node.name, "election": election})
         snapshot = replace(cluster, node=node)
-        if election is ElectionMode.GLOBAL:
-            leadership = Leadership(is_global_leader=holders.get(global_lease) == node.name)
-        elif election is ElectionMode.SERVICE:
-            led = {k for k in views if holders.get(_lease(k)) == node.name}
-            leadership = Leadership(led_services=frozenset(led))
-        else:
-            leadership = Leadership()
-        state = decide(config, snapshot, leadership)
+        held = {LeaseKey(*lease) for lease, holder in holders.items() if holder == node.name}
+        state = decide(config, snapshot, leadership_from_leases(plan, held, views.values()))
         for vip, ad in state.advertisements.items():
             expected[str(vip)].add(node.name)
             owners[str(vip)].update(str(s) for s in ad.services)
@@ -112,11 +104,6 @@ def audit(
         want = frozenset(n for n in expected.get(vip, ()) if n in fresh)
         rows.append(VipAudit(vip, tuple(sorted(owners.get(vip, ()))), want, frozenset(reported.get(vip, ()))))
     return AuditReport(tuple(rows), stale, silent)
-
-
-def _lease(key: ServiceKey) -> tuple[str, str]:
-    lease = service_lease_key(key)
-    return (lease.namespace, lease.name)
 
 
 def parse_time(text: str | None) -> dt.datetime | None:

@@ -48,10 +48,14 @@ async def _run_agent(args: argparse.Namespace) -> int:
     from kvip.kube.client import KubeClientError
 
     try:
-        config = config_from_args(args, os.environ)
+        config = config_from_args(args, os.environ, host_name=socket.gethostname())
     except ConfigError as exc:
         return _invalid("agent", exc)
     _setup_logging(config.log_level, config.log_format)
+    for line in config.infos:  # how kube-vip settings were read, and those kvip ignores: one line each
+        logging.getLogger("kvip.config").info("%s", line)
+    for line in config.notices:
+        logging.getLogger("kvip.config").warning("%s", line)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

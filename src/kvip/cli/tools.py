@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import json
+import os
+import socket
 import sys
 import urllib.request
 from typing import Any
@@ -25,16 +28,59 @@ def _es(values: Any) -> str:
 
 
 def add_status_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--address", default="127.0.0.1:2112", help="the agent's metrics/health address")
+    from kvip.config.options import DEFAULTS
+
+    # In the agent's container the agent's own setting names the socket; elsewhere the default.
+    socket_path = os.environ.get("kvip_status_socket") or DEFAULTS["status_socket"]
+    parser.add_argument("--socket", default=socket_path,
+                        help=f"the agent's local unix socket [env kvip_status_socket; default {socket_path}]")
+    parser.add_argument("--url", "--address", dest="address", default=None,
+                        help="the agent's loopback status address instead (kvip_status_address), "
+                             "e.g. http://127.0.0.1:2113")
     parser.add_argument("-o", "--output", choices=["table", "json"], default="table")
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    """HTTP over the agent's unix socket (/status is not served on any network address by default)."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def fetch_status(args: argparse.Namespace, timeout: float = 5.0) -> dict[str, Any]:
+    """The agent's /status document, from --url if given, else from the unix socket."""
+    if args.address:
+        url = args.address if "://" in args.address else f"http://{args.address}"
+        with urllib.request.urlopen(f"{url.rstrip('/')}/status", timeout=timeout) as response:
+            return json.load(response)  # type: ignore[no-any-return]
+    connection = _UnixConnection(args.socket, timeout)
+    try:
+        connection.request("GET", "/status")
+        response = connection.getresponse()
+        if response.status != 200:
+            raise OSError(f"HTTP {response.status}")
+        return json.load(response)  # type: ignore[no-any-return]
+    finally:
+        connection.close()
 
 
 def run_status(args: argparse.Namespace) -> int:
     try:
-        with urllib.request.urlopen(f"http://{args.address}/status", timeout=5) as response:
-            doc: dict[str, Any] = json.load(response)
-    except OSError as exc:
-        print(f"kvip status: cannot reach the agent at {args.address}: {exc}", file=sys.stderr)
+        doc = fetch_status(args)
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        where = args.address or args.socket
+        print(f"kvip status: cannot read the agent's status at {where}: {exc}", file=sys.stderr)
         return 2
     if args.output == "json":
         print(json.dumps(doc, indent=2))
@@ -67,6 +113,10 @@ def run_status(args: argparse.Namespace) -> int:
         for p in doc["problems"]:
             problems.add_row(_e(p["service"]), _e(p["reason"]), _e(p["message"]))
         console.print(problems)
+    cut = {k: v for k, v in doc.get("truncated", {}).items() if v}
+    if cut:
+        console.print(f"[yellow]partial listing, the agent bounds /status; left out: "
+                      f"{_e(', '.join(f'{k} {v}' for k, v in cut.items()))}[/yellow]")
     if actual_failed:
         console.print(f"[red]not applied (retrying):[/red] {_es(sorted(actual_failed))}")
     return 0

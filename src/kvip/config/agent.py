@@ -3,8 +3,9 @@
 Owns what needs several options at once (which mode, which election, BGP's peer list, Lease timing)
 and the typed settings the agent passes on unchanged (`decide_config()`, `lease_timing`,
 `probe_settings`, `route_table`, `arp`, `bgp`). Every problem is collected and reported at once, one
-line naming the variable or flag, so a broken DaemonSet spec is fixed in one round trip. Unknown
-`vip_*` variables (kube-vip features kvip does not have) are ignored, as kube-vip ignores unknown ones.
+line naming the variable or flag, so a broken DaemonSet spec is fixed in one round trip. kube-vip's
+variables kvip does not implement, and misspelt ones, are one notice line each (`kvip.config.kubevip`),
+kept in `AgentConfig.notices` for the command to log.
 """
 
 from __future__ import annotations
@@ -16,8 +17,17 @@ from typing import Any
 
 from kvip.config.bgp import build_bgp_settings
 from kvip.config.bgp_values import BgpSettings
+from kvip.config.kubevip import (
+    arp_global_election_notice,
+    check_environment,
+    features_refused,
+    node_name_or_host,
+    services_interface,
+    value_notices,
+)
 from kvip.config.options import (
     DEFAULTS,
+    OPTIONS,
     ConfigError,
     add_arguments,
     flags_given,
@@ -29,6 +39,7 @@ from kvip.config.values import parse_duration
 from kvip.core.decide import DecideConfig
 from kvip.core.election_rules import LeaseTiming
 from kvip.core.model import ElectionMode, Mode
+from kvip.core.vip_allow import Network, VipAllowList
 
 __all__ = ["AgentConfig", "ConfigError", "Mode", "add_agent_arguments", "config_from_args", "load_config"]
 
@@ -51,11 +62,16 @@ class AgentConfig:
     lb_class_legacy: bool = D["lb_class_legacy"]
     election: ElectionMode = ElectionMode.NONE
     lease_name: str = D["lease_name"]
+    per_service_election_on_demand: bool = D["per_service_election_on_demand"]
     lease_duration: float = D["lease_duration"]
     renew_deadline: float = D["renew_deadline"]
     retry_period: float = D["retry_period"]
     resync_period: float = D["resync_period"]
     metrics_address: str = D["metrics_address"]
+    status_socket: str = D["status_socket"]
+    status_address: str = D["status_address"]
+    resync_min_interval: float = D["resync_min_interval"]
+    http_max_connections: int = D["http_max_connections"]
     serving_terminating: bool = D["serving_terminating"]
     respect_node_state: bool = D["respect_node_state"]
     on_api_loss: str = D["on_api_loss"]
@@ -69,7 +85,16 @@ class AgentConfig:
     probe_timeout: float = D["probe_timeout"]
     probe_rise: int = D["probe_rise"]
     probe_fall: int = D["probe_fall"]
+    vip_allow: tuple[Network, ...] | None = D["vip_allow"]
+    vip_allow_namespaces: tuple[tuple[str, tuple[Network, ...]], ...] = D["vip_allow_namespaces"]
+    svc_namespace: str | None = D["svc_namespace"]  # None: every namespace
+    preserve_on_leadership_loss: bool = D["preserve_on_leadership_loss"]
+    lose_leadership: bool = D["lose_leadership"]
+    disable_service_updates: bool = D["disable_service_updates"]
+    services_interface_auto: bool = False  # vip_servicesinterface=auto (kvip.config.kubevip says what it does)
     bgp: BgpSettings | None = None  # set exactly when mode is BGP
+    notices: tuple[str, ...] = ()  # warnings to log at start, one line each: kube-vip settings kvip ignores
+    infos: tuple[str, ...] = ()  # lines to log at start: how kvip read a kube-vip setting
 
     @property
     def withdraw_after(self) -> float | None:
@@ -85,13 +110,22 @@ class AgentConfig:
             lb_class_name=self.lb_class_name,
             lb_class_only=self.lb_class_only,
             lb_class_legacy=self.lb_class_legacy,
+            per_service_election_on_demand=self.per_service_election_on_demand,
             serving_terminating=self.serving_terminating,
             respect_node_state=self.respect_node_state,
             drain_on_cordon=self.drain_on_cordon,
             bgp_attributes=self.mode is Mode.BGP,
-            address_families=(frozenset(p.address.version for p in self.bgp.peers)
+            address_families=(self.bgp.address_families  # MP-BGP peers carry both families
                               if self.mode is Mode.BGP and self.bgp else frozenset({4, 6})),
+            vip_allow=self.vip_allow_list,
         )
+
+    @property
+    def vip_allow_list(self) -> VipAllowList | None:
+        """On when either allow-list option is set; None (off, kube-vip's behaviour) otherwise."""
+        if self.vip_allow is None and not self.vip_allow_namespaces:
+            return None
+        return VipAllowList(self.vip_allow, self.vip_allow_namespaces)
 
     @property
     def lease_timing(self) -> LeaseTiming:
@@ -125,27 +159,48 @@ MODE_SWITCHES = (("table_switch", "vip_routingtable", Mode.TABLE), ("arp_switch"
                  ("bgp_switch", "bgp_enable", Mode.BGP))
 
 
-def load_config(env: Mapping[str, str], flags: Mapping[str, str] | None = None) -> AgentConfig:
-    """Config from `env` (kube-vip names) and `flags` (raw flag strings by field, which win)."""
+KNOWN_VARIABLES = frozenset(name for option in OPTIONS for name in option.env)
+
+
+def load_config(env: Mapping[str, str], flags: Mapping[str, str] | None = None, *,
+                host_name: str | None = None) -> AgentConfig:
+    """Config from `env` (kube-vip names) and `flags` (raw flag strings by field, which win); `host_name` is
+    kube-vip's fallback identity when no node name is set."""
     readout = read_options("agent", env, flags)
     values = readout.values
     errors = list(readout.problems.values())
-    if values["svc_enable"] is False:
-        errors.append("svc_enable: kvip only implements the Service load balancer; it cannot be false")
+    checks = check_environment(env, KNOWN_VARIABLES)
+    notices = [*checks.notices, *value_notices(values, env)]
+    if values["preserve_on_leadership_loss"]:
+        notices.append("vip_preserve_on_leadership_loss=true: ignored; kvip removes a VIP from a node that loses "
+                       "leadership, since a kept IPv4 address is still answered by the kernel's ARP (two MACs)")
+    if values["lose_leadership"]:
+        notices.append("vip_loseleadership=true: not implemented; a leader whose VIP interface goes down keeps "
+                       "its Leases (kvip does not watch the link), so remove it or expect no failover on link loss")
+    infos: list[str] = []
+    errors += [*checks.errors, *features_refused(values)]
     mode = _mode(values, errors)
+    # In BGP mode kube-vip's vip_leaderelection is about the control plane, not Services (kvip.config.bgp).
     election = values["election"] or (ElectionMode.SERVICE if values["service_election"]
-                                       else ElectionMode.GLOBAL if values["global_election"] else ElectionMode.NONE)
-    if mode is Mode.ARP and election is ElectionMode.NONE:
-        errors.append("vip_arp=true needs vip_leaderelection=true or svc_election=true: without an election "
-                      "several nodes would answer ARP for the same VIP from different MACs")
+                                       else ElectionMode.GLOBAL if values["global_election"] and mode is not Mode.BGP
+                                       else ElectionMode.NONE)
+    if mode is Mode.ARP and election is ElectionMode.NONE and values["election"] is None:
+        # kube-vip's ARP mode without svc_election always elects one node for all Services on svc_leasename.
+        election = ElectionMode.GLOBAL
+        infos.append(arp_global_election_notice(values["lease_name"]))
+    elif mode is Mode.ARP and election is ElectionMode.NONE:
+        errors.append("--election none with ARP mode: several nodes would answer ARP for the same VIP from "
+                      "different MACs; use global or service")
     bgp = build_bgp_settings(values, readout.problems, errors) if mode is Mode.BGP else None
-    if not values["node_name"]:
-        errors.append("node name missing: set --node-name, vip_nodename or NODE_NAME")
+    node_name = node_name_or_host(values["node_name"], host_name, notices, errors)
+    interface, interface_auto = services_interface(values["interface"], env, D["interface"])
     lease_timing(values, errors)
     if errors:
         raise ConfigError("\n".join(errors))
     own: dict[str, Any] = {f.name: values[f.name] for f in fields(AgentConfig) if f.name in values}
-    return AgentConfig(**{**own, "mode": mode, "election": election, "bgp": bgp})
+    return AgentConfig(**{**own, "node_name": node_name, "mode": mode, "election": election, "bgp": bgp,
+                          "interface": interface, "services_interface_auto": interface_auto,
+                          "notices": tuple(notices), "infos": tuple(infos)})
 
 
 def _mode(values: Mapping[str, Any], errors: list[str]) -> Mode:
@@ -161,6 +216,7 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
     add_arguments(parser, "agent")
 
 
-def config_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> AgentConfig:
+def config_from_args(args: argparse.Namespace, env: Mapping[str, str], host_name: str | None = None
+                     ) -> AgentConfig:
     """Flags override env; flag values are strings and go through the same parsers."""
-    return load_config(env, flags_given(args, "agent"))
+    return load_config(env, flags_given(args, "agent"), host_name=host_name)

@@ -10,6 +10,7 @@ setting is adding its name to `env`; a new setting is one row plus its typed fie
 from __future__ import annotations
 
 import argparse
+import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,9 +19,13 @@ from kvip.config.bgp_values import (
     check_password,
     parse_asn,
     parse_interface_name,
+    parse_ipv4,
+    parse_ipv6,
+    parse_mpbgp_mode,
     parse_peers,
     parse_router_id,
 )
+from kvip.config.kubevip import parse_subnet
 from kvip.config.settings import ROUTE_TYPE_ALIASES
 from kvip.config.values import (
     choice,
@@ -35,6 +40,7 @@ from kvip.config.values import (
 from kvip.core.decide import DEFAULT_LB_CLASS
 from kvip.core.election_rules import ElectionConfigError, LeaseTiming
 from kvip.core.model import ElectionMode, Mode
+from kvip.core.vip_allow import parse_cidrs, parse_namespace_cidrs
 
 
 class ConfigError(ValueError):
@@ -55,6 +61,7 @@ class Option:
     default: Any
     help: str
     commands: frozenset[str] = AGENT
+    empty_counts: bool = False  # kube-vip reads it with LookupEnv: set-but-empty is a value, not unset
 
     @property
     def names(self) -> str:
@@ -68,15 +75,24 @@ def _route_type(value: str) -> str:
     return ROUTE_TYPE_ALIASES[key]
 
 
-_LOG_LEVELS = {"0": "critical", "1": "critical", "2": "error", "3": "warning", "4": "info", "5": "debug",
-               "6": "debug", **{name: name for name in ("debug", "info", "warning", "error", "critical")}}
+_LOG_NAMES = {"debug": "debug", "info": "info", "warn": "warning", "warning": "warning", "error": "error",
+              "critical": "critical"}
+# kube-vip hands vip_loglevel to Go's slog as a level: records at or above it are logged.
+_SLOG_LEVELS = ((-4, "debug"), (0, "info"), (4, "warning"), (8, "error"))
+_slog_int = int_range(-(2**31), 2**31 - 1)
 
 
 def _log_level(value: str) -> str:
+    """kube-vip's slog scale (-4 debug, 0 info, 4 warning, 8 error; in between: the next level up) or a name."""
     key = value.strip().lower()
-    if key not in _LOG_LEVELS:
-        raise ValueError(f"{value!r} is not a log level (kube-vip's 0-6 or debug/info/warning/error)")
-    return _LOG_LEVELS[key]
+    if key in _LOG_NAMES:
+        return _LOG_NAMES[key]
+    try:
+        level = _slog_int(key)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a log level (kube-vip's slog scale: -4 debug, 0 info, 4 warning, "
+                         "8 error; or a name)") from None
+    return next((name for bound, name in _SLOG_LEVELS if level <= bound), "critical")
 
 
 def _log_format(value: str) -> str:
@@ -100,6 +116,22 @@ def _on_api_loss(value: str) -> str:
     raise ValueError(f"{value!r} is not a policy (keep or withdraw-after=DURATION)")
 
 
+def _loopback_address(value: str) -> str:
+    """host:port on a loopback address ('' = off): /status and /resync must never be reachable from
+    another machine (kvip issue #17, rows 5 and 6)."""
+    if value == "":
+        return value
+    host, _, port = value.rpartition(":")
+    try:
+        loopback = ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ValueError(f"{value!r} is not a loopback host:port (e.g. 127.0.0.1:2113 or [::1]:2113)")
+    int_range(1, 65535)(port)
+    return value
+
+
 O = Option
 OPTIONS: tuple[Option, ...] = (
     # -- both commands ---------------------------------------------------------------------------
@@ -111,7 +143,8 @@ OPTIONS: tuple[Option, ...] = (
     O("renew_deadline", ("vip_renewdeadline",), "--renew-deadline", positive_seconds, 10.0, "renew deadline", BOTH),
     O("retry_period", ("vip_retryperiod",), "--retry-period", positive_seconds, 2.0, "retry period", BOTH),
     # -- the agent -------------------------------------------------------------------------------
-    O("node_name", ("vip_nodename", "NODE_NAME"), "--node-name", text, None, "this node's name (required)"),
+    O("node_name", ("vip_nodename", "NODE_NAME"), "--node-name", text, None,
+      "this node's name (unset: the host name, lower-cased, as kube-vip)"),
     O("mode", (), "--mode", choice(Mode), None, "table, arp or bgp (unset: from vip_routingtable / vip_arp / "
       "bgp_enable, else table)"),
     O("table_switch", ("vip_routingtable",), None, parse_bool, None, "routing-table mode"),
@@ -120,8 +153,10 @@ OPTIONS: tuple[Option, ...] = (
     O("svc_enable", ("svc_enable",), None, parse_bool, None, "Service load balancing; kvip cannot turn it off"),
     O("election", (), "--election", choice(ElectionMode), None,
       "none, global or service (unset: from vip_leaderelection / svc_election, else none)"),
-    O("service_election", ("svc_election",), None, parse_bool, None, "one Lease per Service"),
+    O("service_election", ("svc_election", "enableServicesElection"), None, parse_bool, None, "one Lease per Service"),
     O("global_election", ("vip_leaderelection",), None, parse_bool, None, "one global Lease"),
+    O("per_service_election_on_demand", ("per_service_election_on_demand",), "--per-service-election-on-demand",
+      parse_bool, False, "one Lease per Service annotated kube-vip.io/forcePerServiceElection=true, in any mode"),
     O("routing_table_id", ("vip_routingtableid", "routing_table_id"), "--routing-table-id", int_range(1, 2**32 - 2),
       198, "kernel routing table"),
     O("routing_protocol", ("vip_routingprotocol", "routing_protocol"), "--routing-protocol", int_range(1, 255), 248,
@@ -135,14 +170,35 @@ OPTIONS: tuple[Option, ...] = (
     O("arp_rate", ("vip_arpRate",), "--arp-rate", milliseconds_as_seconds(1, 3_600_000), 3.0,
       "milliseconds between gratuitous ARP / NA announcements (default shown in seconds)"),
     O("lb_class_only", ("lb_class_only",), "--lb-class-only", parse_bool, False, "only services with our class"),
-    O("lb_class_name", ("lb_class_name",), "--lb-class-name", text, DEFAULT_LB_CLASS, "our loadBalancerClass"),
+    O("lb_class_name", ("lb_class_name",), "--lb-class-name", text, DEFAULT_LB_CLASS,
+      "our loadBalancerClass ('' = Services without a class)", empty_counts=True),
     O("lb_class_legacy", ("lb_class_legacy_handling",), "--lb-class-legacy-handling", parse_bool, True,
       "kube-vip's legacy class handling"),
+    # -- kube-vip's switches kvip reads as kube-vip does (kvip.config.kubevip explains the others) ------
+    O("cp_enable", ("cp_enable",), None, parse_bool, None, "control-plane VIP: not yet supported, refused"),
+    O("svc_namespace", ("svc_namespace",), "--svc-namespace", text, None,
+      "watch Services and EndpointSlices of this namespace only (unset: all namespaces)"),
+    O("vip_subnet", ("vip_subnet", "vip_cidr"), None, parse_subnet, None,
+      "prefix kube-vip gives Service VIPs on the interface: kvip always uses /32 and /128"),
+    O("preserve_on_leadership_loss", ("vip_preserve_on_leadership_loss",), None, parse_bool, False,
+      "ARP: keep the VIP addresses when leadership is lost, only stop announcing"),
+    O("lose_leadership", ("vip_loseleadership",), None, parse_bool, False,
+      "give up leadership while the VIP interface is down"),
+    O("disable_service_updates", ("disable_service_updates",), "--disable-service-updates", parse_bool, False,
+      "never write the Services' status.loadBalancer.ingress"),
     O("lease_name", ("svc_leasename",), "--lease-name", text, "plndr-svcs-lock", "global Lease name"),
     O("resync_period", ("kvip_resync_period",), "--resync-period", positive_seconds, 30.0,
       "full relist and dataplane re-read period"),
     O("metrics_address", ("prometheus_server",), "--metrics-address", text, ":2112",
       "metrics/health address; '' = off"),
+    O("status_socket", ("kvip_status_socket",), "--status-socket", text, "/run/kvip/agent.sock",
+      "unix socket (mode 0600) serving /status and POST /resync; '' = off"),
+    O("status_address", ("kvip_status_address",), "--status-address", _loopback_address, "",
+      "loopback host:port also serving /status and POST /resync (e.g. 127.0.0.1:2113); '' = off"),
+    O("resync_min_interval", ("kvip_resync_min_interval",), "--resync-min-interval", positive_seconds, 10.0,
+      "POST /resync relists at most once per this many seconds; requests in between are coalesced"),
+    O("http_max_connections", ("kvip_http_max_connections",), "--http-max-connections", int_range(4, 4096), 64,
+      "open connections on the metrics address; beyond, the oldest idle one is closed"),
     O("serving_terminating", ("kvip_serving_terminating",), "--serving-terminating", parse_bool, False,
       "count serving-but-terminating endpoints"),
     O("respect_node_state", ("kvip_respect_node_state",), "--respect-node-state", parse_bool, True,
@@ -152,29 +208,44 @@ OPTIONS: tuple[Option, ...] = (
     O("on_api_loss", ("kvip_on_api_loss",), "--on-api-loss", _on_api_loss, "keep", "keep | withdraw-after=DURATION"),
     O("keep_routes_on_exit", ("kvip_keep_routes_on_exit",), "--keep-routes-on-exit", parse_bool, False,
       "leave routes in place on SIGTERM"),
-    O("log_level", ("vip_loglevel",), "--log-level", _log_level, "info", "debug, info, warning, error"),
+    O("log_level", ("vip_loglevel",), "--log-level", _log_level, "info",
+      "kube-vip's slog scale (-4 debug, 0 info, 4 warning, 8 error) or debug, info, warning, error"),
     O("log_format", ("kvip_log_format",), "--log-format", _log_format, "text", "text or json (one object per line)"),
     O("probes", ("kvip_probes",), "--probes", _probe_kind, "off", "local endpoint probes: off, tcp or http[:path]"),
     O("probe_interval", ("kvip_probe_interval",), "--probe-interval", positive_seconds, 1.0, "probe interval"),
     O("probe_timeout", ("kvip_probe_timeout",), "--probe-timeout", positive_seconds, 0.5, "probe timeout"),
     O("probe_rise", ("kvip_probe_rise",), "--probe-rise", int_range(1, 100), 2, "successes to mark up"),
     O("probe_fall", ("kvip_probe_fall",), "--probe-fall", int_range(1, 100), 2, "failures to mark down"),
+    O("vip_allow", ("kvip_vip_allow",), "--vip-allow", parse_cidrs, None,
+      "VIP allow-list: CIDRs a Service's VIPs must be in, comma separated (unset: no list, as kube-vip)"),
+    O("vip_allow_namespaces", ("kvip_vip_allow_namespaces",), "--vip-allow-namespaces", parse_namespace_cidrs, (),
+      "per-namespace VIP allow-list: ns=CIDR[,CIDR];ns=..., replacing kvip_vip_allow for that namespace"),
     # -- the agent in BGP mode (kvip.config.bgp combines them) ------------------------------------
-    O("bgp_as", ("bgp_as",), "--bgp-as", parse_asn, None, "this node's AS number (required in BGP mode)"),
+    O("bgp_as", ("bgp_as",), "--bgp-as", parse_asn, 65000, "this node's AS number (kube-vip's default)"),
     O("bgp_peers", ("bgp_peers",), "--bgp-peers", parse_peers, (),
-      "peers: addr:as[:password[:multihop[:port]]], IPv6 as [addr], comma separated"),
+      "peers: addr:as[:password[:multihop[:port[:mpbgp[:bfd]]]]], IPv6 as [addr], comma separated"),
     O("bgp_peer_address", ("bgp_peeraddress",), "--bgp-peer-address", ip_address, None, "a single peer's address"),
     O("bgp_peer_as", ("bgp_peeras",), "--bgp-peer-as", parse_asn, 65000, "the single peer's AS"),
     O("bgp_peer_password", ("bgp_peerpass",), "--bgp-peer-pass", check_password, "", "the single peer's password"),
     O("bgp_multihop", ("bgp_multihop",), "--bgp-multihop", parse_bool, False, "the single peer is multihop"),
     O("bgp_router_id", ("bgp_routerid",), "--bgp-router-id", parse_router_id, None,
-      "router id (unset: the source address, else the host's first IPv4)"),
+      "router id (unset: bgp_routerinterface's, else the source address, else the host's first IPv4)"),
+    O("bgp_router_interface", ("bgp_routerinterface",), "--bgp-router-interface", parse_interface_name, None,
+      "take the router id from this interface's first IPv4 address (bgp_routerid wins)"),
     O("bgp_source_ip", ("bgp_sourceip",), "--bgp-source-ip", ip_address, None, "source address of the sessions"),
     O("bgp_source_interface", ("bgp_sourceif",), "--bgp-source-if", parse_interface_name, None,
       "source interface of the sessions"),
-    O("bgp_hold_time", ("bgp_holdtime",), "--bgp-hold-time", int_range(0, 65535), 30, "hold time (s; 0 or >= 3)"),
-    O("bgp_keepalive_time", ("bgp_keepalivetime",), "--bgp-keepalive-time", int_range(0, 65535), 10,
-      "keepalive time (s)"),
+    O("bgp_hold_time", ("bgp_hold_time", "bgp_holdtime"), "--bgp-hold-time", int_range(0, 65535), 30,
+      "hold time (s; 0 or >= 3)"),
+    O("bgp_keepalive_time", ("bgp_keepalive_interval", "bgp_keepalivetime"), "--bgp-keepalive-time",
+      int_range(0, 65535), 10, "keepalive time (s)"),
+    O("bgp_mpbgp_nexthop", ("mpbgp_nexthop",), "--mpbgp-nexthop", parse_mpbgp_mode, None,
+      "MP-BGP for every peer (a peer's own field wins): fixed, auto_sourceip or auto_sourceif"),
+    O("bgp_mpbgp_ipv4", ("mpbgp_ipv4",), "--mpbgp-ipv4", parse_ipv4, None, "IPv4 next hop of mpbgp_nexthop=fixed"),
+    O("bgp_mpbgp_ipv6", ("mpbgp_ipv6",), "--mpbgp-ipv6", parse_ipv6, None, "IPv6 next hop of mpbgp_nexthop=fixed"),
+    O("bgp_annotations", ("annotation",), None, text, None, "kube-vip's Node-annotation BGP config: refused"),
+    O("bgp_attach_ip", ("bgp_attach_ip_to_interface",), None, parse_bool, False,
+      "kube-vip's VIP-on-interface in BGP mode: refused when true"),
     O("bgp_bfd", ("kvip_bgp_bfd",), "--bgp-bfd", parse_bool, False, "BFD on every session"),
     O("bgp_graceful_restart", ("kvip_bgp_graceful_restart",), "--bgp-graceful-restart", int_range(0, 4095), 0,
       "graceful restart time (s; 0 = off)"),
@@ -245,7 +316,7 @@ def _raw(option: Option, env: Mapping[str, str], flags: Mapping[str, str]) -> tu
     if option.field in flags and option.flag is not None:
         return option.flag, flags[option.field]
     for name in option.env:
-        if env.get(name, "") != "":
+        if env.get(name, "") != "" or (option.empty_counts and name in env):
             return name, env[name]
     return None, ""
 

@@ -12,11 +12,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from lightkube import AsyncClient
 
-from kvip.core.decide import DecideConfig, is_handled
+from kvip.core.decide import SERVICE_INTERFACE_ANNOTATION, DecideConfig, is_handled
 from kvip.core.ipam import PoolConfig, parse_pools, plan
 from kvip.core.model import ServiceKey, ServiceView
 from kvip.core.vips import LOADBALANCER_IPS_ANNOTATION
@@ -30,6 +31,23 @@ from kvip.runtime.tasks import Trigger, cancel_and_wait
 log = logging.getLogger("kvip.controller.allocator")
 
 
+@dataclass(frozen=True)
+class Tracked:
+    """A LoadBalancer Service and whether it is being deleted (it keeps its address, gets none new)."""
+
+    view: ServiceView
+    deleting: bool
+
+
+def tracked_entry(obj: Mapping[str, Any]) -> tuple[ServiceKey, Tracked] | None:
+    entry = convert.load_balancer_entry(obj)
+    if entry is None:
+        return None
+    metadata = obj.get("metadata")
+    deleting = isinstance(metadata, Mapping) and bool(metadata.get("deletionTimestamp"))
+    return entry[0], Tracked(entry[1], deleting)
+
+
 class Controller:
     def __init__(self, client: AsyncClient, *, identity: str, namespace: str = "kube-system",
                  configmap: str = "kubevip", timing: LeaseTiming = LeaseTiming(), resync_period: float = 30.0,
@@ -40,8 +58,8 @@ class Controller:
         self.trigger = Trigger()
         self._class_rules = decide_config or DecideConfig(node_name=identity)
         fire = self.trigger.fire
-        self.services: Reflector[ServiceKey, ServiceView] = Reflector(
-            client, Service, name="services", convert=convert.load_balancer_entry, key_of=convert.object_key,
+        self.services: Reflector[ServiceKey, Tracked] = Reflector(
+            client, Service, name="services", convert=tracked_entry, key_of=convert.object_key,
             on_change=fire, resync_period=resync_period)
         # Only our namespace (kvip issue #17, row 10): a tenant's own `kubevip` ConfigMap must neither
         # be read nor, by failing the filter, wipe the pools from the store; a Role there suffices.
@@ -86,15 +104,21 @@ class Controller:
     async def reconcile_once(self) -> None:
         config = parse_pools(self.configmaps.store.get("pools", {}))
         self._report_config(config)
-        services = [s for s in self.services.store.values() if is_handled(self._class_rules, s, [])]
-        assignments, problems = plan(config, services)
+        handled = [t for t in self.services.store.values() if is_handled(self._class_rules, t.view, [])]
+        # A Service being deleted keeps its address until it is gone, but gets none (as the provider).
+        deleting = frozenset(t.view.key for t in handled if t.deleting)
+        assignments, problems = plan(config, [t.view for t in handled], deleting)
         self.events.report(problems)
-        for key, ips in assignments.items():
-            patch = {"metadata": {"annotations": {LOADBALANCER_IPS_ANNOTATION: ",".join(ips)}}}
+        for key, allocation in assignments.items():
+            ips = ",".join(allocation.ips)
+            annotations = {LOADBALANCER_IPS_ANNOTATION: ips}
+            if allocation.interface:  # interface-<ns> / interface-global, written with the address
+                annotations[SERVICE_INTERFACE_ANNOTATION] = allocation.interface
+            patch = {"metadata": {"annotations": annotations}}
             try:
                 await self.client.patch(Service, key.name, patch, namespace=key.namespace)
                 self.allocations += 1
-                log.info("allocated %s to %s", ",".join(ips), key)
+                log.info("allocated %s to %s", ips, key)
             except Exception as exc:  # the next pass retries from the cluster's state
                 log.warning("cannot annotate %s: %s", key, exc)
                 self.trigger.fire_later(1.0, "retry")

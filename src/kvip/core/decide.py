@@ -19,6 +19,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from kvip.core.bgp_attributes import drained, merged_attributes, service_attributes
+from kvip.core.leases import election_refusal, per_service_elected
 from kvip.core.model import (
     Advertisement,
     BadInput,
@@ -36,11 +37,13 @@ from kvip.core.model import (
     ServiceView,
     shown,
 )
+from kvip.core.vip_allow import VipAllowList
 from kvip.core.vips import service_vips
 
 DEFAULT_LB_CLASS = "kube-vip.io/kube-vip-class"
 IGNORE_ANNOTATION = "kube-vip.io/ignore"
 SERVICE_INTERFACE_ANNOTATION = "kube-vip.io/serviceInterface"
+ALLOW_WITHOUT_ENDPOINTS_ANNOTATION = "kube-vip.io/allow-reconcile-without-endpoints"
 EXCLUDE_LB_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
 _INTERFACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,14}")
 
@@ -62,6 +65,10 @@ class DecideConfig:
     bgp_attributes: bool = False
     # IP versions this node can advertise at all (BGP mode: those of its peers).
     address_families: frozenset[int] = frozenset({4, 6})
+    # Services annotated kube-vip.io/forcePerServiceElection=true get a Lease of their own in modes none/global.
+    per_service_election_on_demand: bool = False
+    # Optional VIP allow-list per namespace (None: off, as in kube-vip): `kvip.core.vip_allow`.
+    vip_allow: VipAllowList | None = None
 
 
 def decide(
@@ -116,19 +123,47 @@ def decide_service(config: DecideConfig, service: ServiceView, endpoints: tuple[
     problems.extend(service.refused)
     vips, bad = service_vips(service)
     problems.extend(bad)
+    vips = allowed_vips(config, service, vips, problems)
     if any(v.version not in config.address_families for v in vips):
         vips = unreachable_family(config, service, vips, problems)
     if config.bgp_attributes:
         problems.extend(service_attributes(service)[1])
     interface = service.annotations.get(SERVICE_INTERFACE_ANNOTATION, "")
-    if isinstance(interface, str) and interface.strip() and valid_interface(interface) is None:
+    if isinstance(interface, str) and interface.strip().lower() == "auto":
+        # kube-vip picks the interface whose subnet holds the VIP; kvip has no per-node subnets in decide().
+        problems.append(BadInput(service.key, "UnsupportedAnnotation", f"{SERVICE_INTERFACE_ANNOTATION}=auto is not "
+                                 "supported (no interface is chosen by subnet); the VIP goes on vip_interface"))
+    elif isinstance(interface, str) and interface.strip() and valid_interface(interface) is None:
         problems.append(BadInput(service.key, "InvalidAnnotation",
                                  f"{SERVICE_INTERFACE_ANNOTATION}={shown(interface)} is not an interface name; "
                                  "ignored"))
     local = local_usable_addresses(config, endpoints, probes)
     eligible, reason = eligibility(config, service, vips, endpoints, local, node_block, probes)
-    advertised, reason = leadership_gate(config, service.key, eligible, reason, leadership)
+    if allows_without_endpoints(service) and service.external_traffic_policy != "Cluster":
+        problems.append(BadInput(service.key, "InvalidAnnotation", f"{ALLOW_WITHOUT_ENDPOINTS_ANNOTATION} only "
+                                 "applies to externalTrafficPolicy=Cluster; ignored"))
+    refusal = election_refusal(service, config.election, config.per_service_election_on_demand)
+    if refusal is not None:
+        problems.append(refusal[1])
+        eligible, reason = False, refusal[0]
+    advertised, reason = leadership_gate(config, service, eligible, reason, leadership)
     return ServiceDecision(service.key, vips, eligible, advertised, reason, local)
+
+
+def allowed_vips(config: DecideConfig, service: ServiceView, vips: tuple[IPAddress, ...],
+                 problems: list[BadInput]) -> tuple[IPAddress, ...]:
+    """Drop the VIPs the allow-list refuses to this service's namespace, each reported with its rule
+    (a tenant must not claim a gateway, a node address or another tenant's VIP)."""
+    if config.vip_allow is None:
+        return vips
+    kept: list[IPAddress] = []
+    for vip in vips:
+        why = config.vip_allow.refusal(service.key.namespace, vip)
+        if why is None:
+            kept.append(vip)
+        else:
+            problems.append(BadInput(service.key, "VIPNotAllowed", f"VIP {vip} {why}; not advertised"))
+    return tuple(kept)
 
 
 def internal_error(key: ServiceKey, exc: Exception) -> BadInput:
@@ -158,7 +193,7 @@ def service_interface(snapshot: ClusterSnapshot, owners: set[ServiceKey]) -> str
     """kube-vip's per-service interface annotation; the first owner (by name) that sets it wins."""
     for key in sorted(owners):
         value = snapshot.services[key].annotations.get(SERVICE_INTERFACE_ANNOTATION, "")
-        name = valid_interface(value) if isinstance(value, str) else None
+        name = valid_interface(value) if isinstance(value, str) and value.strip().lower() != "auto" else None
         if name:
             return name
     return None
@@ -249,17 +284,27 @@ def eligibility(
         return False, node_block
     if service.external_traffic_policy == "Local":
         return (True, "ready-local-endpoint") if local else (False, "no-ready-local-endpoint")
-    return (True, "ready-endpoint") if any_usable(config, endpoints, probes) else (False, "no-ready-endpoint")
+    if any_usable(config, endpoints, probes):
+        return True, "ready-endpoint"
+    # kube-vip's opt-in for controllers whose Services have no endpoints at all (Cluster policy only).
+    return (True, "allowed-without-endpoints") if allows_without_endpoints(service) else (False, "no-ready-endpoint")
+
+
+def allows_without_endpoints(service: ServiceView) -> bool:
+    value = service.annotations.get(ALLOW_WITHOUT_ENDPOINTS_ANNOTATION, "")
+    return isinstance(value, str) and value.strip().lower() == "true"
 
 
 def leadership_gate(
-    config: DecideConfig, key: ServiceKey, eligible: bool, reason: str, leadership: Leadership
+    config: DecideConfig, service: ServiceView, eligible: bool, reason: str, leadership: Leadership
 ) -> tuple[bool, str]:
+    """A per-service-elected Service (its own or a shared Lease) follows that Lease alone; any other
+    follows the node's mode."""
     if not eligible:
         return False, reason
+    if per_service_elected(service, config.election, config.per_service_election_on_demand):
+        return (True, "advertised") if service.key in leadership.led_services else (False, "not-leader")
     if config.election is ElectionMode.GLOBAL and not leadership.is_global_leader:
-        return False, "not-leader"
-    if config.election is ElectionMode.SERVICE and key not in leadership.led_services:
         return False, "not-leader"
     return True, "advertised"
 

@@ -164,9 +164,10 @@ def manifests(options: ManifestOptions) -> list[dict[str, Any]]:
     container["securityContext"].update({"runAsUser": 0, "runAsNonRoot": False})
     rules = agent_rules(election=options.election)
     pod_spec = _pod_spec(options, container, host_network=True)
-    if options.mode == "bgp":
-        container["volumeMounts"] = [{"name": "run", "mountPath": "/run/kvip"}]
-        pod_spec["volumes"] = [{"name": "run", "emptyDir": {"medium": "Memory"}}]
+    # A writable /run/kvip in every mode (the root filesystem is read-only): the local status socket of
+    # `kvip status`, and in BGP mode the speaker's config and control socket.
+    container["volumeMounts"] = [{"name": "run", "mountPath": "/run/kvip"}]
+    pod_spec["volumes"] = [{"name": "run", "emptyDir": {"medium": "Memory"}}]
     if options.kind == "pod":
         pod = {"apiVersion": "v1", "kind": "Pod", "metadata": _meta("kvip", ns), "spec": pod_spec}
         return rbac_objects("kvip", ns, rules) + [pod]
@@ -182,26 +183,57 @@ def to_yaml(objects: list[dict[str, Any]]) -> str:
 
 
 def add_manifest_arguments(parser: argparse.ArgumentParser) -> None:
+    """kvip's flags, and kube-vip's spellings of the same (`kube-vip manifest daemonset --interface eth0
+    --services --arp --leaderElection --inCluster --taint` works unchanged)."""
     parser.add_argument("kind", choices=["daemonset", "pod", "controller"])
-    parser.add_argument("--namespace", default="kube-system")
+    parser.add_argument("--namespace", "-n", default="kube-system")
     parser.add_argument("--image", default=DEFAULT_IMAGE)
-    parser.add_argument("--arp", action="store_true", help="layer-2 mode (needs an election)")
+    parser.add_argument("--arp", action="store_true",
+                        help="layer-2 mode (without an election flag: one global Lease, as kube-vip)")
     parser.add_argument("--interface", default="")
-    parser.add_argument("--leader-election", action="store_true", help="one global Lease (kube-vip's vip_leaderelection)")
-    parser.add_argument("--svc-election", action="store_true", help="one Lease per service (kube-vip's svc_election)")
-    parser.add_argument("--routing-table-id", type=int, default=198)
+    parser.add_argument("--leader-election", "--leaderElection", action="store_true",
+                        help="one global Lease (kube-vip's vip_leaderelection)")
+    parser.add_argument("--svc-election", "--servicesElection", action="store_true",
+                        help="one Lease per service (kube-vip's svc_election)")
+    parser.add_argument("--routing-table-id", "--tableID", type=int, default=198)
+    parser.add_argument("--table", action="store_true", help="routing-table mode (kvip's default)")
     parser.add_argument("--bgp", action="store_true", help="BGP mode (kube-vip's bgp_enable)")
-    parser.add_argument("--bgp-as", type=int, default=65000, help="this cluster's AS (bgp_as)")
-    parser.add_argument("--bgp-peers", default="", help="kube-vip's bgp_peers without passwords: addr:as[::multihop],...")
+    parser.add_argument("--bgp-as", "--localAS", type=int, default=65000, help="this cluster's AS (bgp_as)")
+    parser.add_argument("--bgp-peers", "--bgppeers", default="",
+                        help="kube-vip's bgp_peers without passwords: addr:as[::multihop],...")
     parser.add_argument("--bgp-secret", default="",
                         help=f"Secret whose key {SECRET_PEERS_KEY!r} holds bgp_peers with passwords (never inline)")
+    kube_vip = parser.add_argument_group("kube-vip's flags that kvip's manifests imply or refuse")
+    kube_vip.add_argument("--services", action="store_true", help="accepted: kvip is the Service load balancer")
+    kube_vip.add_argument("--inCluster", action="store_true",
+                          help="accepted: kvip's manifests always use their own ServiceAccount in-cluster")
+    kube_vip.add_argument("--taint", action="store_true",
+                          help="run on control-plane nodes only (node-role.kubernetes.io/control-plane)")
+    kube_vip.add_argument("--controlplane", action="store_true", help="refused: control-plane VIP not yet supported")
+    kube_vip.add_argument("--address", "--vip", default="", help="refused: the control-plane VIP's address")
+
+
+CONTROL_PLANE_AFFINITY = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+    {"matchExpressions": [{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists"}]},
+    {"matchExpressions": [{"key": "node-role.kubernetes.io/master", "operator": "Exists"}]}]}}}
+
+
+def _refused(args: argparse.Namespace) -> str | None:
+    if args.controlplane or args.address:
+        flag = "--controlplane" if args.controlplane else "--address"
+        return f"kvip manifest: {flag}: the control-plane VIP is not yet supported by kvip (issue #18)"
+    if args.table and (args.arp or args.bgp):
+        return "kvip manifest: --table excludes --arp and --bgp: choose one mode"
+    return None
 
 
 def run_manifest(args: argparse.Namespace) -> int:
-    election = "service" if args.svc_election else "global" if args.leader_election else "none"
-    if args.arp and election == "none":
-        print("kvip manifest: --arp needs --leader-election or --svc-election", flush=True)
+    refused = _refused(args)
+    if refused:
+        print(refused, flush=True)
         return 2
+    # kube-vip's ARP mode without an election flag elects one node for every Service on one global Lease.
+    election = "service" if args.svc_election else "global" if args.leader_election or args.arp else "none"
     if args.bgp and (args.arp or not (args.bgp_peers or args.bgp_secret)):
         print("kvip manifest: --bgp needs --bgp-peers or --bgp-secret and excludes --arp", flush=True)
         return 2
@@ -213,10 +245,16 @@ def run_manifest(args: argparse.Namespace) -> int:
                               interface=args.interface, election=election, routing_table_id=args.routing_table_id,
                               bgp_as=args.bgp_as, bgp_peers=args.bgp_peers, bgp_secret=args.bgp_secret)
     try:
-        print(to_yaml(manifests(options)), end="")
+        objects = manifests(options)
     except PasswordInManifest:
         print("kvip manifest: --bgp-peers holds a password; create a Secret instead and pass --bgp-secret:\n"
               f"  kubectl -n {args.namespace} create secret generic kvip-bgp --from-literal={SECRET_PEERS_KEY}='...'",
               flush=True)
         return 2
+    if args.taint and args.kind != "controller":  # kube-vip's --taint: control-plane nodes only
+        for obj in objects:
+            if obj["kind"] in ("DaemonSet", "Pod"):
+                spec = obj["spec"]["template"]["spec"] if obj["kind"] == "DaemonSet" else obj["spec"]
+                spec["affinity"] = CONTROL_PLANE_AFFINITY
+    print(to_yaml(objects), end="")
     return 0

@@ -29,7 +29,10 @@ class ClusterCache:
         node_name: str,
         on_change: Callable[[str], None],
         resync_period: float = 30.0,
+        namespace: str | None = None,
     ) -> None:
+        """`namespace`: watch Services and EndpointSlices of that namespace only (kube-vip's svc_namespace,
+        one agent per tenant with a Role there); None: every namespace."""
         self.node_name = node_name
         self._generation = 0
         self._snapshot: ClusterSnapshot | None = None
@@ -43,11 +46,11 @@ class ClusterCache:
 
         self.services: Reflector[ServiceKey, ServiceView] = Reflector(
             client, Service, name="services", convert=convert.load_balancer_entry, key_of=convert.object_key,
-            on_change=changed, resync_period=resync_period,
+            on_change=changed, resync_period=resync_period, namespace=namespace,
         )
         self.slices: Reflector[SliceKey, SliceEntry] = Reflector(
             client, EndpointSlice, name="endpointslices", convert=convert.slice_entry, key_of=convert.slice_key,
-            on_change=changed, resync_period=resync_period,
+            on_change=changed, resync_period=resync_period, namespace=namespace,
         )
         # Only this node: a watch on every Node of a 5,000-node cluster would be pure waste.
         self.node: Reflector[str, NodeView] = Reflector(

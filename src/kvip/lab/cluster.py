@@ -131,6 +131,9 @@ class LabCluster:
     def kubeconfig_path(self, node_name: str) -> Path:
         return self.workdir / f"{node_name}.kubeconfig"
 
+    def status_socket(self, node_name: str) -> Path:
+        return self.workdir / f"{node_name}.sock"
+
     def node(self, node_name: str) -> NodeNamespace:
         if self.topology is None:
             raise LabError("lab not started")
@@ -146,6 +149,7 @@ class LabCluster:
                 "k8s_config_file": str(self.kubeconfig_path(node_name)),
                 "kvip_resync_period": str(self.resync_period),
                 "prometheus_server": ":2112",
+                "kvip_status_socket": str(self.status_socket(node_name)),  # one per agent: they share /run
                 "vip_loglevel": "debug",
             }
         )

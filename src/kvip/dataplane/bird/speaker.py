@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import ipaddress
 import logging
 import re
@@ -24,10 +23,17 @@ from prometheus_client.registry import Collector
 from kvip.config.bgp_values import BgpSettings
 from kvip.core.model import DesiredState, IPAddress
 from kvip.dataplane.base import ApplyError, DataplaneBase, DataplaneError
+from kvip.dataplane.bird.addresses import (
+    choose_router_id,
+    mpbgp_next_hop,
+    read_host_addresses,
+    source_addresses,
+)
 from kvip.dataplane.bird.config import (
     STATIC_V4,
     STATIC_V6,
     Announcement,
+    RouteLines,
     peer_protocols,
     routes_file,
     routes_path,
@@ -41,12 +47,6 @@ log = logging.getLogger("kvip.bgp")
 
 _OUR_PROTOCOL = re.compile(rf"\b({STATIC_V4}|{STATIC_V6})\b")
 _BGP_STATES = {"Idle", "Connect", "Active", "OpenSent", "OpenConfirm", "Established", "Close"}
-
-
-@functools.lru_cache(maxsize=65536)
-def _network(prefix: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-    """Memoized: the whole RIB is read back every pass, and parsing prefixes dominated it."""
-    return ipaddress.ip_network(prefix)
 
 
 class BgpSpeaker(DataplaneBase):
@@ -66,6 +66,13 @@ class BgpSpeaker(DataplaneBase):
         self.restarts = 0
         self.sessions: dict[str, str] = {}  # peer → BGP state ("Established", "Active", ...)
         self._peers = peer_protocols(settings)
+        self._router_id: str | None = None  # the one the running speaker was started with
+        for note in settings.notes:  # where kvip follows kube-vip rather than the setting's name
+            log.info("%s", note)
+        self._route_lines = RouteLines()
+        # Parsed prefixes of the last read-back only: the whole RIB is read every pass and parsing
+        # prefixes dominated it, but a memo keyed by history would grow with every VIP ever seen.
+        self._networks: dict[str, ipaddress.IPv4Network | ipaddress.IPv6Network] = {}
 
     # -- the Dataplane interface -----------------------------------------------------------
 
@@ -88,10 +95,13 @@ class BgpSpeaker(DataplaneBase):
             )
         except BirdControlError as exc:
             raise DataplaneError(f"cannot read the BGP speaker: {exc}") from exc
-        return frozenset(
-            Announcement(_network(path.prefix), path.communities, path.large_communities, path.local_pref)
-            for path in parse_routes(lines)
-        )
+        known, self._networks = self._networks, {}
+        found = set()
+        for path in parse_routes(lines):
+            network = self._networks.get(path.prefix) or known.get(path.prefix) or ipaddress.ip_network(path.prefix)
+            self._networks[path.prefix] = network
+            found.add(Announcement(network, path.communities, path.large_communities, path.local_pref))
+        return frozenset(found)
 
     async def apply(self, add: frozenset[Announcement], remove: frozenset[Announcement]) -> None:
         intended = (self._intended - remove) | add
@@ -167,17 +177,41 @@ class BgpSpeaker(DataplaneBase):
                 await self._start()
 
     def _write_routes(self, announcements: frozenset[Announcement]) -> None:
+        lines = self._route_lines.render(announcements)
         for version in (4, 6):
-            self.process.write(routes_path(self.run_dir, version), routes_file(announcements, version))
+            self.process.write(routes_path(self.run_dir, version), routes_file(announcements, version, lines))
 
     async def _start(self) -> None:
         self.process.prepare()
-        config = speaker_config(self.settings, router_id=self.router_id(), run_dir=self.run_dir,
-                                local_addresses=self.local_addresses())
+        config = await self._render_config()
         self._write_routes(self._intended)
         await self.process.start(config)
-        log.info("BGP speaker up (bird pid %s, AS %d, %d peer(s))", self.process.pid, self.settings.asn,
-                 len(self.settings.peers))
+        log.info("BGP speaker up (bird pid %s, AS %d, router id %s, %d peer(s))", self.process.pid,
+                 self.settings.asn, self._router_id, len(self.settings.peers))
+
+    async def _render_config(self) -> str:
+        """The main config with this host's addresses, read afresh on every start (an address may have
+        changed) in a thread: pyroute2's synchronous API cannot run on the agent's event loop."""
+        try:
+            host = await asyncio.to_thread(read_host_addresses)
+        except OSError as exc:
+            raise DataplaneError(f"cannot read this host's addresses: {exc}") from exc
+        router_id = choose_router_id(self.settings, host)
+        if router_id.kube_vip_would_refuse and self._router_id != router_id.address:
+            log.info("bgp_routerid and bgp_routerinterface unset (kube-vip would not start): router id %s from %s",
+                     router_id.address, router_id.source)
+        self._router_id = router_id.address
+        next_hops = {}
+        for peer in self.settings.peers:
+            try:
+                found = mpbgp_next_hop(peer, self.settings, host)
+            except DataplaneError as exc:  # as kube-vip: peer without MP-BGP rather than not at all
+                log.warning("%s; peering with %s for its own family only", exc, peer)
+                continue
+            if found is not None:
+                next_hops[peer] = found
+        return speaker_config(self.settings, router_id=router_id.address, run_dir=self.run_dir,
+                              local_addresses=source_addresses(self.settings, host), mpbgp=next_hops)
 
     def _on_log_line(self, line: str) -> None:
         """The speaker's netlink: a reconfiguration kvip did not ask for, or a state change of kvip's static
@@ -201,47 +235,3 @@ class BgpSpeaker(DataplaneBase):
             if self.sessions.get(peer) != state:
                 log.info("BGP session to %s: %s", peer, state)
         self.sessions = states
-
-    # -- addresses -------------------------------------------------------------------------
-
-    def local_addresses(self) -> dict[int, str]:
-        """Source address per IP version: bgp_sourceip, else the first address of bgp_sourceif."""
-        found: dict[int, str] = {}
-        if self.settings.source_ip is not None:
-            found[self.settings.source_ip.version] = str(self.settings.source_ip)
-        if self.settings.source_interface:
-            for address in interface_addresses(self.settings.source_interface):
-                found.setdefault(address.version, str(address))
-        return found
-
-    def router_id(self) -> str:
-        if self.settings.router_id:
-            return self.settings.router_id
-        v4 = self.local_addresses().get(4)
-        if v4:
-            return v4
-        for address in interface_addresses(None):
-            if address.version == 4 and not address.is_loopback:
-                return str(address)
-        raise DataplaneError("no bgp_routerid and no IPv4 address on this host to take one from")
-
-
-def interface_addresses(interface: str | None) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
-    """Global addresses of one interface (or of all), in the kernel's order."""
-    from pyroute2 import IPRoute
-
-    with IPRoute() as ipr:
-        index = None
-        if interface is not None:
-            links = ipr.link_lookup(ifname=interface)
-            if not links:
-                raise DataplaneError(f"bgp_sourceif: no interface {interface!r}")
-            index = links[0]
-        found = []
-        for message in ipr.get_addr():
-            if index is not None and message["index"] != index:
-                continue
-            if message["scope"] != 0:  # host or link scope: not usable to reach a peer
-                continue
-            found.append(ipaddress.ip_address(message.get_attr("IFA_ADDRESS")))
-        return found

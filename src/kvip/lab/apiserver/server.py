@@ -10,7 +10,7 @@ import asyncio
 import json
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -23,6 +23,18 @@ from kvip.lab.apiserver.kinds import (
     resource_list,
     version_info,
 )
+from kvip.lab.apiserver.media import (
+    NotAcceptable,
+    compress,
+    include_object,
+    negotiate,
+    shape_event,
+    shape_list,
+    shape_object,
+    wants_gzip,
+)
+from kvip.lab.apiserver.paging import ListError, read_list
+from kvip.lab.apiserver.policy import Policy
 from kvip.lab.apiserver.requestlog import RequestLog
 from kvip.lab.apiserver.selectors import SelectorError, field_selector, label_selector
 from kvip.lab.apiserver.store import Store, StoreError, Watcher
@@ -32,16 +44,22 @@ JSON = "application/json"
 _RESOURCE, _VERB = web.RequestKey("kvip.resource", str), web.RequestKey("kvip.verb", str)
 
 
-def status_body(code: int, reason: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                            "message": message, "reason": reason, "code": code}
+def status_body(code: int, reason: str, message: str, details: dict[str, Any] | None = None,
+                continue_token: str = "") -> dict[str, Any]:
+    body: dict[str, Any] = {"kind": "Status", "apiVersion": "v1",
+                            "metadata": {"continue": continue_token} if continue_token else {},
+                            "status": "Failure", "message": message, "reason": reason, "code": code}
     if details:
         body["details"] = details
     return body
 
 
-def error(code: int, reason: str, message: str, details: dict[str, Any] | None = None) -> web.Response:
-    return _json(status_body(code, reason, message, details), status=code)
+def error(code: int, reason: str, message: str, details: dict[str, Any] | None = None,
+          continue_token: str = "") -> web.Response:
+    response = _json(status_body(code, reason, message, details, continue_token), status=code)
+    if details and details.get("retryAfterSeconds"):
+        response.headers["Retry-After"] = str(details["retryAfterSeconds"])
+    return response
 
 
 def _dumps(obj: Any) -> str:
@@ -52,37 +70,6 @@ def _json(body: Any, status: int = 200) -> web.Response:
     # Exactly "application/json", no charset: clients (lightkube among them) compare the header
     # verbatim before decoding an error body as a Status, as the real server sends it.
     return web.Response(body=_dumps(body).encode(), status=status, headers={"Content-Type": JSON})
-
-
-# One permission as a Role or ClusterRole binding grants it: (apiGroup, resource, verb, namespace),
-# namespace None = cluster-wide (a ClusterRoleBinding: every namespace and cluster-scoped resources).
-Grant = tuple[str, str, str, str | None]
-
-
-@dataclass
-class Policy:
-    """Who may do what: tokens → users, allow lists (RBAC) and deny rules (faults: user or None for everyone)."""
-
-    tokens: dict[str, str] | None = None
-    anonymous: str | None = None  # user for requests without a token (kubectl sends none over plain HTTP)
-    denied: set[tuple[str | None, str, str]] = field(default_factory=set)
-    # user → the only grants it has, like Roles and ClusterRoles bound to that user; absent = no limit
-    allowed: dict[str, set[Grant]] = field(default_factory=dict)
-    latency: float = 0.0
-    bookmark_interval: float = 5.0
-
-    def is_denied(self, user: str, group: str, resource: str, verb: str, namespace: str | None) -> bool:
-        grants = self.allowed.get(user)
-        if grants is not None and not _granted(grants, group, resource, verb, namespace):
-            return True
-        return (None, resource, verb) in self.denied or (user, resource, verb) in self.denied
-
-
-def _granted(grants: set[Grant], group: str, resource: str, verb: str, namespace: str | None) -> bool:
-    """RBAC's rule: a cluster-wide grant covers every namespace; a namespaced one only requests inside
-    that namespace (a list or watch across all namespaces needs the cluster-wide grant)."""
-    return (group, resource, verb, None) in grants or (
-        namespace is not None and (group, resource, verb, namespace) in grants)
 
 
 def _static(body: Any) -> Any:
@@ -127,7 +114,7 @@ class ApiApp:
         self.control = control  # the StandIn handle, for the fault control API
         self.requests: Counter[str] = Counter()
         self.log = RequestLog()
-        self.app = web.Application(middlewares=[self._record, self._latency], client_max_size=64 * 1024 * 1024)
+        self.app = web.Application(middlewares=[self._record, self._gzip, self._latency], client_max_size=64 * 1024 * 1024)
         r = self.app.router
         r.add_get("/api", _static(api_versions))
         r.add_get("/apis", _static(api_group_list))
@@ -150,8 +137,14 @@ class ApiApp:
         try:
             response = await handler(request)
             status = response.status
-            body = response.body if isinstance(response, web.Response) else None
-            bytes_out = len(body) if isinstance(body, bytes) else response.body_length
+            try:
+                # Send it here (aiohttp then skips both steps) to count what went on the wire:
+                # status line, headers, body as compressed, chunk framing.
+                await response.prepare(request)
+                await response.write_eof()
+            except ConnectionError:
+                pass  # the client left; the count stays what was sent before
+            bytes_out = response.body_length
             return response
         except web.HTTPException as exc:
             status = exc.status
@@ -159,6 +152,17 @@ class ApiApp:
         finally:
             self.log.add(method=request.method, path=request.path, resource=request.get(_RESOURCE, ""),
                          verb=request.get(_VERB, ""), status=status, bytes_in=bytes_in, bytes_out=bytes_out)
+
+    @web.middleware
+    async def _gzip(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        response = await handler(request)
+        if (isinstance(response, web.Response) and isinstance(response.body, bytes)
+                and len(response.body) >= self.policy.gzip_threshold and "Content-Encoding" not in response.headers
+                and wants_gzip(request.headers.get("Accept-Encoding", ""))):
+            response.body = compress(response.body)
+            response.headers["Content-Encoding"] = "gzip"
+            response.headers["Vary"] = "Accept-Encoding"
+        return response
 
     @web.middleware
     async def _latency(self, request: web.Request, handler: Any) -> web.StreamResponse:
@@ -219,6 +223,11 @@ class ApiApp:
             if target.kind.group:
                 details["group"] = target.kind.group
             return error(exc.code, exc.reason, exc.message, details)
+        except ListError as exc:
+            # A 410 on an expired continue token offers the rest of the list (inconsistently) in a token.
+            return error(exc.code, exc.reason, exc.message, exc.details, exc.continue_token)
+        except NotAcceptable as exc:
+            return error(406, "NotAcceptable", str(exc))
         except SelectorError as exc:
             return error(400, "BadRequest", str(exc))
         except (json.JSONDecodeError, ValueError) as exc:
@@ -244,9 +253,10 @@ class ApiApp:
     async def _dispatch(self, request: web.Request, verb: str, target: Target, user: str) -> web.StreamResponse:
         store, kind, ns, name = self.store, target.kind, target.namespace, target.name
         if verb == "get":
-            return _json(store.get(kind.plural, ns, name or ""))
+            obj = store.get(kind.plural, ns, name or "")
+            return _json(shape_object(obj, kind, *self._shape(request)))
         if verb == "list":
-            return self._list(request, target)
+            return await self._list(request, target)
         if verb == "watch":
             return await self._watch(request, target, user)
         body = await request.json() if request.body_exists else {}  # the request log read it already
@@ -272,16 +282,31 @@ class ApiApp:
             return _json(gone)
         return error(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
 
-    def _list(self, request: web.Request, target: Target) -> web.Response:
-        labels, fields = label_selector(request.query.get("labelSelector")), field_selector(request.query.get("fieldSelector"))
-        items = self.store.list(target.kind.plural, target.namespace, lambda o: labels(o) and fields(o))
-        kind = target.kind
-        body = {"kind": f"{kind.kind}List", "apiVersion": kind.api_version,
-                "metadata": {"resourceVersion": str(self.store.rv)}, "items": items}
-        return _json(body)
+    @staticmethod
+    def _shape(request: web.Request) -> tuple[str | None, str]:
+        """(negotiated transform, Table includeObject) of a read request."""
+        target = negotiate(request.headers.get("Accept", ""))
+        return target, include_object(request.query) if target == "Table" else "Metadata"
+
+    async def _list(self, request: web.Request, target: Target) -> web.Response:
+        query = request.query
+        labels, fields = label_selector(query.get("labelSelector")), field_selector(query.get("fieldSelector"))
+        shape = self._shape(request)
+        body = await read_list(self.store, target.kind, target.namespace, query, lambda o: labels(o) and fields(o),
+                               selective=bool(query.get("labelSelector") or query.get("fieldSelector")),
+                               fresh_wait=self.policy.fresh_wait)
+        return _json(shape_list(body, target.kind, *shape))
 
     async def _watch(self, request: web.Request, target: Target, user: str) -> web.StreamResponse:
         labels, fields = label_selector(request.query.get("labelSelector")), field_selector(request.query.get("fieldSelector"))
+        shape, include = self._shape(request)
+        first = True
+
+        def line(kind: str, obj: dict[str, Any]) -> bytes:
+            nonlocal first
+            shaped, first = shape_event(obj, target.kind, shape, include, first=first), False
+            return (_dumps({"type": kind, "object": shaped}) + "\n").encode()
+
         watcher = Watcher(target.kind.plural, target.namespace, lambda o: labels(o) and fields(o), user,
                           loop=asyncio.get_running_loop())
         since = request.query.get("resourceVersion", "")
@@ -311,15 +336,16 @@ class ApiApp:
                 wait = min(left, self.policy.bookmark_interval) if bookmarks else left
                 try:
                     item = await asyncio.wait_for(watcher.queue.get(), wait)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     if bookmarks and deadline - time.monotonic() > 0:
+                        # Only kind, apiVersion and metadata.resourceVersion, as the real server's bookmarks.
                         mark = {"kind": target.kind.kind, "apiVersion": target.kind.api_version,
                                 "metadata": {"resourceVersion": str(self.store.rv)}}
-                        await response.write((_dumps({"type": "BOOKMARK", "object": mark}) + "\n").encode())
+                        await response.write(line("BOOKMARK", mark))
                     continue
                 if item is None:
                     break  # cut by a fault, a deny rule or shutdown
-                await response.write((_dumps({"type": item[0], "object": item[1]}) + "\n").encode())
+                await response.write(line(*item))
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:

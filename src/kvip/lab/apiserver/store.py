@@ -32,7 +32,7 @@ class StoreError(Exception):
 
 
 def now_rfc3339() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -113,6 +113,11 @@ class Store:
         self.compacted_rv = 1  # watches from a revision below this get 410
         self.watchers: set[Watcher] = set()
         self.drops: list[DropRule] = []
+        # What each write replaced, newest last: lists and continue tokens read "as of" an older
+        # revision by undoing these. Bounded like `history`, and kept apart from it because a
+        # dropped event (a fault) hides a change from watchers, never from the store's past.
+        self.changes: deque[tuple[int, Key, dict[str, Any] | None]] = deque(maxlen=history_limit)
+        self._snapshot_floor = 1  # the oldest revision a list can still be served at
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -131,6 +136,25 @@ class Store:
             if matches is None or matches(obj):
                 out.append(obj)
         return out
+
+    def list_at(self, plural: str, namespace: str | None, rv: int) -> list[dict[str, Any]] | None:
+        """The objects as they were at revision `rv` (etcd's read at a revision), or None when that
+        revision is compacted (→ 410 Expired)."""
+        if rv >= self.rv:
+            return self.list(plural, namespace)
+        if rv < self._snapshot_floor:
+            return None
+        state = {key: obj for key, obj in self.objects.items() if key[0] == plural}
+        for change_rv, key, previous in reversed(self.changes):
+            if change_rv <= rv:
+                break
+            if key[0] != plural:
+                continue
+            if previous is None:
+                state.pop(key, None)
+            else:
+                state[key] = previous
+        return [obj for key, obj in state.items() if not namespace or key[1] == namespace]
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -214,7 +238,8 @@ class Store:
 
     def compact(self) -> None:
         self.history.clear()
-        self.compacted_rv = self.rv
+        self.changes.clear()
+        self.compacted_rv = self._snapshot_floor = self.rv
 
     def drop_events(self, plural: str, count: int | None, types: Iterable[str]) -> None:
         self.drops.append(DropRule(plural, count, frozenset(types)))
@@ -258,6 +283,7 @@ class Store:
         key = self._key(plural, namespace, name)
         del self.objects[key]
         self.rv += 1
+        self._remember(key, current)
         gone = copy.deepcopy(current)
         gone["metadata"]["resourceVersion"] = str(self.rv)
         self._publish(Event(self.rv, plural, "DELETED", gone))
@@ -266,9 +292,16 @@ class Store:
     def _commit(self, key: Key, kind: str, new: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
         self.rv += 1
         new["metadata"]["resourceVersion"] = str(self.rv)
+        self._remember(key, self.objects.get(key))
         self.objects[key] = new
         self._publish(Event(self.rv, key[0], kind, new, old))
         return new
+
+    def _remember(self, key: Key, previous: dict[str, Any] | None) -> None:
+        if len(self.changes) == self.changes.maxlen:
+            # The change about to fall off can no longer be undone: revisions before it are gone.
+            self._snapshot_floor = max(self._snapshot_floor, self.changes[0][0] if self.changes else self.rv)
+        self.changes.append((self.rv, key, previous))
 
     def _publish(self, event: Event) -> None:
         for rule in list(self.drops):

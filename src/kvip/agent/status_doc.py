@@ -1,0 +1,139 @@
+"""The /status document, bounded (kvip issue #17, row 6).
+
+The document mirrors what the cluster holds, so without bounds its size is the attacker's choice: one
+Service with a 1 MiB annotation once made it 16.8 MB. Here every list is capped (services, problems,
+VIPs, endpoints, diffs, backend entries) with the number left out under "truncated", and every string
+is cut to `StatusLimits.text` characters. Problem messages come from core already quoted and cut
+(`kvip.core.model.shown`), so no raw annotation text reaches the document; the cut here is the
+second line of defence for every other string (error texts, names, backend state).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kvip.core.model import ServiceKey
+from kvip.kube.reflector import SourceStatus
+from kvip.reconcile import ReconcileResult
+
+
+@dataclass(frozen=True)
+class StatusLimits:
+    services: int = 200  # service entries listed (by name)
+    problems: int = 100  # problem entries listed
+    items: int = 16  # entries of any inner list or map (VIPs, endpoints, diffs, sessions)
+    advertised: int = 256  # the node-wide VIP list
+    text: int = 256  # characters of any string
+
+    def max_bytes(self) -> int:
+        """A generous upper bound of the encoded document (JSON escapes a character into at most 6
+        bytes); the tests hold the document to it whatever the cluster holds."""
+        string = 6 * self.text + 64
+        service = string + 4 * self.items * string + 256
+        return (self.services * service + self.problems * 3 * string + self.advertised * string
+                + 64 * self.items * string + 16 * 1024)
+
+
+def clip(value: object, limit: int) -> str:
+    text = str(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+class _Bounder:
+    """Cuts lists and strings, counting what it left out by section."""
+
+    def __init__(self, limits: StatusLimits) -> None:
+        self.limits = limits
+        self.left_out: Counter[str] = Counter()
+
+    def text(self, value: object) -> str:
+        return clip(value, self.limits.text)
+
+    def maybe_text(self, value: object | None) -> str | None:
+        return None if value is None else self.text(value)
+
+    def first(self, items: Sequence[Any], section: str, limit: int | None = None) -> Sequence[Any]:
+        cap = self.limits.items if limit is None else limit
+        if len(items) > cap:
+            self.left_out[section] += len(items) - cap
+        return items[:cap]
+
+    def texts(self, values: Iterable[object], section: str = "items") -> list[str]:
+        return [self.text(v) for v in self.first(list(values), section)]
+
+    def value(self, value: object, depth: int = 0) -> object:
+        """Any JSON-like value (a backend's status): strings cut, containers capped, depth bounded."""
+        if value is None or isinstance(value, (bool, int, float)):
+            return value
+        if depth >= 4:
+            return self.text(value)
+        if isinstance(value, Mapping):
+            pairs = self.first(sorted(value.items(), key=lambda kv: str(kv[0])), "items")
+            return {self.text(k): self.value(v, depth + 1) for k, v in pairs}
+        if isinstance(value, (list, tuple, set, frozenset)):
+            return [self.value(v, depth + 1) for v in self.first(list(value), "items")]
+        return self.text(value)
+
+
+def status_document(
+    *,
+    node: str,
+    mode: str,
+    synced: bool,
+    passes: int,
+    sources: Iterable[SourceStatus],
+    result: ReconcileResult | None,
+    last_known_good_endpoint: Mapping[ServiceKey, str],
+    backends: Mapping[str, Mapping[str, object]],
+    limits: StatusLimits = StatusLimits(),
+) -> dict[str, Any]:
+    b = _Bounder(limits)
+    desired = result.desired if result else None
+    decisions = sorted((desired.decisions if desired else {}).items())
+    problems = list(desired.problems if desired else ())
+    advertised = sorted(str(vip) for vip in (desired.vips if desired else ()))
+    doc: dict[str, Any] = {
+        "node": b.text(node),
+        "mode": b.text(mode),
+        "synced": synced,
+        "passes": passes,
+        "sources": [
+            {
+                "resource": b.text(s.resource), "state": b.text(s.state.value), "objects": s.objects,
+                "resourceVersion": b.text(s.resource_version), "relists": s.relists,
+                "watchRestarts": s.watch_restarts, "lastError": b.maybe_text(s.last_error),
+            }
+            for s in b.first(list(sources), "sources")
+        ],
+        "advertised": b.texts(b.first(advertised, "advertised", limits.advertised)),
+        "services": {
+            b.text(key): {
+                "vips": b.texts(d.vips), "eligible": d.eligible, "advertised": d.advertised,
+                "reason": b.text(d.reason), "localEndpoints": b.texts(d.local_endpoints),
+                "lastKnownGoodEndpoint": b.maybe_text(last_known_good_endpoint.get(key)),
+            }
+            for key, d in b.first(decisions, "services", limits.services)
+        },
+        "problems": [
+            {"service": b.text(p.service), "reason": b.text(p.reason), "message": b.text(p.message)}
+            for p in b.first(problems, "problems", limits.problems)
+        ],
+        # Backend-specific state an operator needs (BGP: sessions and speaker restarts).
+        "backends": {b.text(name): b.value(status) for name, status in b.first(list(backends.items()), "items")},
+        "lastPass": None if result is None else {
+            "startedAt": result.started_at, "durationSeconds": result.duration,
+            "reasons": b.value(dict(result.reasons)), "error": b.maybe_text(result.error),
+            "diffs": [
+                {"backend": b.text(d.backend), "added": b.texts(sorted(map(str, d.added))),
+                 "removed": b.texts(sorted(map(str, d.removed))),
+                 "failed": {b.text(k): b.text(v) for k, v in b.first(list(d.failed.items()), "items")}}
+                for d in b.first(list(result.diffs), "items")
+            ],
+        },
+    }
+    # What was left out, by section, so a reader knows the lists are partial (and how partial).
+    doc["truncated"] = {"services": 0, "problems": 0, **b.left_out}
+    return doc
