@@ -37,6 +37,14 @@ def test_lab_in_bgp_mode_plays_the_story_with_speaker_kill_and_cordon_drain(tmp_
     assert "restarting" in (tmp_path / "agent-node-b.log").read_text()
 
 
+def test_lab_control_plane_story_moves_the_vip_three_times_with_measured_client_downtime(tmp_path: Path) -> None:
+    run = run_lab(tmp_path, "--controlplane", "--mode", "arp")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "6/6 checks passed" in run.stdout
+    assert run.stdout.count("client-visible downtime") == 5
+    assert "dropped the VIP by itself" in run.stdout and "at most 1 node(s) held the VIP" in run.stdout
+
+
 def test_lab_refuses_combinations_it_has_no_story_for(tmp_path: Path) -> None:
     run = subprocess.run([sys.executable, "-m", "kvip", "lab", "--mode", "arp", "--no-tty"],
                          capture_output=True, text=True, timeout=60)

@@ -62,12 +62,15 @@ async def test_injected_drift_is_reported_by_metrics_and_audit_and_clears_after_
     report = await audit_until(lab, 0)
     assert report["vips"] == [{"vip": VIP, "services": ["default/web"], "expected": ["node-a", "node-b"],
                                "reported": ["node-a", "node-b"], "ok": True}]
+    # Heartbeats are renewed by PATCH alone: no agent reads or rewrites its Lease whole (kvip issue #21).
+    assert {r.verb for r in lab.api.request_log(resource="leases")} <= {"create", "patch", "list"}
     netns = lab.node("node-a").netns
     # Someone overwrites our route with theirs: kvip must not touch it, so node-a truly stops advertising.
     subprocess.run(["ip", "-n", netns, "route", "replace", f"{VIP}/32", "dev", "lo", "table", "198", "proto", "static"],
                    check=True)
     report = await audit_until(lab, 1)
     assert report["vips"][0]["reported"] == ["node-b"] and not report["vips"][0]["ok"]
+    assert report["unresolvedNodes"] == []  # the digest and node-a's own "missing" name the VIP
     deadline = time.monotonic() + 10
     while (metric(lab, "node-a", "kvip_drift").get(f'{{vip="{VIP}"}}') != 1.0
            or metric(lab, "node-a", "kvip_drift_items").get('{backend="routes"}') != 1.0):

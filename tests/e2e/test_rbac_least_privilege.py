@@ -33,12 +33,12 @@ COMMON: set[Grant] = {
 }
 LEASES = "coordination.k8s.io"
 EXPECTED: dict[str, set[Grant]] = {
-    # the heartbeat Lease only, in the agent's namespace
-    "none": COMMON | {(LEASES, "leases", verb, AGENT_NS) for verb in ("create", "get", "update")},
+    # the heartbeat Lease only, in the agent's namespace: created once, then renewed by patch
+    "none": COMMON | {(LEASES, "leases", verb, AGENT_NS) for verb in ("create", "patch")},
     # + observing the global Lease's holder
-    "global": COMMON | {(LEASES, "leases", verb, AGENT_NS) for verb in ("create", "get", "list", "update")},
+    "global": COMMON | {(LEASES, "leases", verb, AGENT_NS) for verb in ("create", "get", "list", "patch", "update")},
     # a Lease in every Service's namespace
-    "service": COMMON | {(LEASES, "leases", verb, CLUSTER) for verb in ("create", "get", "list", "update")},
+    "service": COMMON | {(LEASES, "leases", verb, CLUSTER) for verb in ("create", "get", "list", "patch", "update")},
 }
 RULES = EXPECTED["none"]
 
@@ -109,7 +109,7 @@ async def test_the_heartbeat_lease_granted_in_another_namespace_does_not_count(l
     lab.api.set_allowed("node-a", elsewhere)
     lab.start_agent("node-a")
     deadline = time.monotonic() + 12
-    while 'cannot get resource "leases" in API group "coordination.k8s.io" in the namespace "kube-system"' \
+    while 'cannot patch resource "leases" in API group "coordination.k8s.io" in the namespace "kube-system"' \
             not in lab.agent_log("node-a"):
         assert time.monotonic() < deadline, lab.agent_log("node-a")[-2000:]
         await asyncio.sleep(0.1)
@@ -161,3 +161,33 @@ async def test_bgp_mode_runs_on_the_same_generated_rules(lab: LabCluster) -> Non
         assert "forbidden" not in lab.agent_log("node-a").lower()
     finally:
         router.stop()
+
+
+# per_service_election_on_demand: a Lease in each annotated Service's own namespace, so cluster-wide (as "service");
+# the elected control-plane VIP: its Lease (vip_leasename) beside the heartbeat, in the agent's namespace.
+ON_DEMAND: set[Grant] = EXPECTED["service"]
+CONTROL_PLANE: set[Grant] = EXPECTED["global"]
+
+
+def test_on_demand_and_control_plane_leases_are_exactly_the_expected_grants() -> None:
+    assert allow_list(agent_rules(election="none", on_demand=True), AGENT_NS) == ON_DEMAND
+    assert allow_list(agent_rules(election="global", on_demand=True), AGENT_NS) == ON_DEMAND
+    assert allow_list(agent_rules(election="none", control_plane=True), AGENT_NS) == CONTROL_PLANE
+
+
+async def test_a_service_forced_to_its_own_election_on_demand_runs_on_the_generated_rules(lab: LabCluster) -> None:
+    service = lab.api.get("services", "web", "default")
+    service["metadata"]["annotations"]["kube-vip.io/forcePerServiceElection"] = "true"
+    lab.api.replace(service)
+    lab.api.set_allowed("node-a", ON_DEMAND)
+    lab.start_agent("node-a", env={"per_service_election_on_demand": "true", "vip_leaseduration": "3",
+                                   "vip_renewdeadline": "2", "vip_retryperiod": "0.5"})
+    deadline = time.monotonic() + 15
+    while True:
+        held = [l for l in lab.api.list("leases", "default")
+                if l["metadata"]["name"] == "kubevip-web" and l["spec"].get("holderIdentity")]
+        if held and lab.routes("node-a") == {"10.96.0.10/32"}:
+            break
+        assert time.monotonic() < deadline, lab.agent_log("node-a")[-2000:]
+        await asyncio.sleep(0.1)
+    assert "forbidden" not in lab.agent_log("node-a").lower()

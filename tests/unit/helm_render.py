@@ -2,7 +2,8 @@
 
 Supports exactly what deploy/helm/kvip uses, and fails loudly on anything else:
 `{{ .Values.a.b }}`, `{{ .Release.Namespace }}` inline, and on their own lines
-`{{- if .Values.x }}`, `{{- if eq|ne .Values.x "literal" }}`, `{{- else }}`, `{{- end }}`.
+`{{- if EXPR }}`, `{{- else }}`, `{{- end }}`, where EXPR is `.Values.x`, `"literal"`, or Go's
+`eq`/`ne` (of a value and a string literal), `and`, `or`, `not` applied to such, parenthesised when nested.
 Values merge into the chart's defaults key by key, at every depth, as Helm merges them.
 """
 
@@ -29,12 +30,58 @@ def _lookup(path: str, scope: dict[str, Any]) -> Any:
     return value
 
 
+TOKEN = re.compile(r'\s*(\(|\)|"[^"]*"|\.[A-Za-z.]+|[a-z]+)')
+
+
+def _tokens(expression: str) -> list[str]:
+    tokens, at = [], 0
+    while at < len(expression.rstrip()):
+        m = TOKEN.match(expression, at)
+        if not m:
+            raise UnsupportedTemplate(expression)
+        tokens.append(m.group(1))
+        at = m.end()
+    return tokens
+
+
+def _evaluate(tokens: list[str], scope: dict[str, Any]) -> Any:
+    """One argument or call off the front of `tokens` (consumed), evaluated as Go's templates do."""
+    token = tokens.pop(0)
+    if token == "(":
+        value = _call(tokens, scope)
+        if tokens.pop(0) != ")":
+            raise UnsupportedTemplate("unbalanced parentheses")
+        return value
+    if token.startswith('"'):
+        return token[1:-1]
+    if token.startswith("."):
+        return _lookup(token, scope)
+    raise UnsupportedTemplate(token)
+
+
+def _call(tokens: list[str], scope: dict[str, Any]) -> Any:
+    if tokens[0] not in ("eq", "ne", "and", "or", "not"):
+        return _evaluate(tokens, scope)
+    name = tokens.pop(0)
+    args = []
+    while tokens and tokens[0] != ")":
+        args.append(_evaluate(tokens, scope))
+    if name in ("eq", "ne"):
+        if len(args) != 2 or not isinstance(args[1], str):
+            raise UnsupportedTemplate(f"{name} takes a value and a string literal here")
+        return (str(args[0]) == args[1]) == (name == "eq")
+    if name == "not":
+        return not args[0]
+    truths = [bool(a) for a in args]
+    return all(truths) if name == "and" else any(truths)
+
+
 def _condition(expression: str, scope: dict[str, Any]) -> bool:
-    if m := re.fullmatch(r'(eq|ne) (\.[A-Za-z.]+) "([^"]*)"', expression):
-        return (str(_lookup(m.group(2), scope)) == m.group(3)) == (m.group(1) == "eq")
-    if m := re.fullmatch(r"(\.[A-Za-z.]+)", expression):
-        return bool(_lookup(m.group(1), scope))
-    raise UnsupportedTemplate(expression)
+    tokens = _tokens(expression)
+    value = _call(tokens, scope)
+    if tokens:
+        raise UnsupportedTemplate(expression)
+    return bool(value)
 
 
 def _merged(defaults: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:

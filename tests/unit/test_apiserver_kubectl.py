@@ -107,6 +107,9 @@ async def test_kubectl_pages_with_chunk_size_and_watches_table_rows(kubeconfig: 
     assert watch.stdout is not None
     header = await asyncio.wait_for(watch.stdout.readline(), 10)
     first = await asyncio.wait_for(watch.stdout.readline(), 10)
+    async with asyncio.timeout(10):
+        while not api.store.watchers:  # kubectl drops the watch's first event: change the service after it
+            await asyncio.sleep(0.05)
     api.patch("services", "a", {"status": {"loadBalancer": {"ingress": [{"ip": "10.9.0.7"}]}}}, "default", "status")
     changed = await asyncio.wait_for(watch.stdout.readline(), 10)
     watch.terminate()

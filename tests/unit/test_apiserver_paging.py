@@ -128,11 +128,11 @@ async def test_a_resource_version_not_reached_waits_then_is_504_too_large(api: S
 
 @pytest.mark.parametrize(("params", "code", "message"), [
     ({"resourceVersionMatch": "NotOlderThan"}, 422,
-     'ListOptions.meta.k8s.io "" is invalid: resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden '
-     "unless resourceVersion is provided"),
+     ('ListOptions.meta.k8s.io "" is invalid: resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden '
+      "unless resourceVersion is provided")),
     ({"resourceVersionMatch": "Exact", "resourceVersion": "0"}, 422,
-     'ListOptions.meta.k8s.io "" is invalid: resourceVersionMatch: Forbidden: resourceVersionMatch "exact" is '
-     'forbidden for resourceVersion "0"'),
+     ('ListOptions.meta.k8s.io "" is invalid: resourceVersionMatch: Forbidden: resourceVersionMatch "exact" is '
+      'forbidden for resourceVersion "0"')),
     ({"continue": "bm90LWEtdG9rZW4", "resourceVersion": "3"}, 400,
      "specifying resource version is not allowed when using continue"),
     ({"continue": "bm90LWEtdG9rZW4"}, 400, None),

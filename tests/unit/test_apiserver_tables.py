@@ -12,7 +12,13 @@ import pytest
 
 from kvip.lab.apiserver import StandIn
 from kvip.lab.apiserver.tables import human_duration
-from kvip.lab.objects import Endpoint, endpoint_slice, load_balancer_service, namespace, node
+from kvip.lab.objects import (
+    Endpoint,
+    endpoint_slice,
+    load_balancer_service,
+    namespace,
+    node,
+)
 
 TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io, application/json"
 PARTIAL = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"

@@ -45,7 +45,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 def test_only_free_text_options_have_no_bad_value() -> None:
     assert FREE_TEXT == {"kubeconfig", "namespace", "node_name", "interface", "lb_class_name", "lease_name",
                          "metrics_address", "bgp_run_dir", "bird_path", "identity", "configmap", "svc_namespace",
-                         "bgp_annotations", "status_socket"}
+                         "bgp_annotations", "status_socket", "cp_health_ca_path"}
 
 
 @pytest.mark.parametrize(("command", "option"), [(c, o) for c, o in CHECKED if o.env],

@@ -33,6 +33,7 @@ from kvip.kube.election import (
     LeaseTiming,
     service_lease_key,
 )
+from kvip.kube.heartbeat import NodeView
 
 DEFAULTS = LeaseTiming()  # kube-vip: 15 / 10 / 2
 KEY = LeaseKey("shop", "kubevip-web")
@@ -264,7 +265,7 @@ def test_audit_expects_a_shared_vip_only_on_the_holder_of_the_shared_lease() -> 
     nodes = [{"metadata": {"name": n}} for n in ("node-a", "node-b", "node-c")]
     # Stale per-service Leases held elsewhere (from before the annotation) must not count.
     holders = {("shop", "web-vip"): "node-b", ("shop", "kubevip-http"): "node-a", ("shop", "kubevip-dns"): "node-c"}
-    beats = {"node-b": Heartbeat("node-b", frozenset({"10.96.0.9"}), 1.0)}
+    beats = {"node-b": Heartbeat("node-b", NodeView.of({"10.96.0.9"}, {"10.96.0.9"}), 1.0)}
     report = audit(services, slices, nodes, beats, election=ElectionMode.SERVICE, lease_holders=holders)
     assert [(v.vip, v.expected) for v in report.vips] == [("10.96.0.9", {"node-b"})]
     assert report.ok

@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from helm_render import render
 
+from kvip.deploy.control_plane import ControlPlaneOptions
 from kvip.deploy.manifests import ManifestOptions, manifests
 
 CHART = Path(__file__).resolve().parents[2] / "deploy" / "helm" / "kvip"
@@ -48,3 +49,33 @@ def test_bgp_peers_with_passwords_come_from_the_secret_never_a_literal() -> None
     env = {e["name"]: e for e in daemonset["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["bgp_peers"] == {"name": "bgp_peers",
                                 "valueFrom": {"secretKeyRef": {"name": "kvip-bgp", "key": "bgp_peers"}}}
+
+
+VIP = "192.0.2.100"
+HYBRID_CASES = {  # values -> the same choices for `kvip manifest daemonset`
+    "hybrid-arp": ({"mode": "arp", "election": "global", "interface": "eth0", "controlPlane": {"enabled": True,
+                    "address": VIP}}, {"mode": "arp", "election": "global", "interface": "eth0",
+                                           "control_plane": ControlPlaneOptions(address=VIP)}),
+    "hybrid-per-service": ({"mode": "arp", "election": "service", "controlPlane": {"enabled": True, "address": VIP,
+                            "leaseName": "cp", "port": 8443}},
+                           {"mode": "arp", "election": "service",
+                                "control_plane": ControlPlaneOptions(address=VIP, lease_name="cp", port=8443)}),
+    "hybrid-bgp-anycast-dns": ({"mode": "bgp", "bgp": {"peers": PEERS}, "controlPlane": {
+        "enabled": True, "address": "cp.example.com", "election": False, "dnsMode": "dual", "vipSubnet": "32"}},
+        {"mode": "bgp", "bgp_peers": PEERS, "control_plane": ControlPlaneOptions(
+            address="cp.example.com", election=False, dns_mode="dual", vip_subnet="32")}),
+    "control-plane-only": ({"mode": "arp", "services": False, "controlPlane": {"enabled": True, "address": VIP}},
+                           {"mode": "arp", "services": False, "control_plane": ControlPlaneOptions(address=VIP)}),
+    "on-demand": ({"perServiceElectionOnDemand": True}, {"on_demand": True}),
+    "on-demand-global": ({"mode": "arp", "election": "global", "perServiceElectionOnDemand": True},
+                         {"mode": "arp", "election": "global", "on_demand": True}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HYBRID_CASES))
+def test_chart_renders_the_hybrid_and_on_demand_forms_as_kvip_manifest_does(name: str) -> None:
+    values, options = HYBRID_CASES[name]
+    rendered = render(CHART, values, namespace="lb-system")
+    assert rendered == manifests(ManifestOptions(kind="daemonset", namespace="lb-system", **options))
+    for obj in rendered:
+        kubernetes_validate.validate(obj, "1.30.0", strict=True)

@@ -46,13 +46,29 @@ def test_services_interface_auto_falls_back_to_vip_interface_with_a_warning() ->
 # -- config_validation_test.go / config_manager_test.go / instance name: control plane and egress ---------
 
 @pytest.mark.parametrize(("name", "value"), [
-    ("control_plane_health_check_address", "not-a-url"), ("control_plane_health_check_address", "http://x/livez"),
-    ("instance_name", "release_01.prod-a"), ("INSTANCE_NAME", "release_b"), ("vip_address", "172.18.0.20"),
-    ("address", "172.18.0.30"), ("config_file", "/etc/kube-vip/config.yaml"),
+    ("instance_name", "release_01.prod-a"), ("INSTANCE_NAME", "release_b"), ("config_file", "/etc/kube-vip/config.yaml"),
 ])
-def test_control_plane_egress_and_file_settings_are_one_warning_each(name: str, value: str) -> None:
+def test_egress_and_file_settings_are_one_warning_each(name: str, value: str) -> None:
     lines = warned(agent(**{name: value}), name)
     assert len(lines) == 1 and "not supported" in lines[0]
+
+
+CONTROL_PLANE = {"cp_enable": "true", "address": "172.18.0.30"}
+
+
+def test_the_health_check_address_must_be_an_http_url_as_kube_vip_validates() -> None:
+    assert agent(**CONTROL_PLANE, control_plane_health_check_address="http://x/livez").cp_health.url == "http://x/livez"
+    for bad in ("not-a-url", "ftp://x/livez"):
+        with pytest.raises(ConfigError) as raised:
+            load_config({"vip_nodename": "n", **CONTROL_PLANE, "control_plane_health_check_address": bad})
+        assert str(raised.value).startswith("control_plane_health_check_address:")
+
+
+def test_vip_address_is_the_deprecated_name_of_address_and_address_wins() -> None:
+    old = agent(cp_enable="true", vip_address="172.18.0.20")
+    assert old.cp_address == "172.18.0.20" and len(warned(old, "vip_address is deprecated")) == 1
+    both = agent(cp_enable="true", vip_address="172.18.0.20", address="172.18.0.30")
+    assert both.cp_address == "172.18.0.30" and ["address wins" in line for line in warned(both, "vip_address")] == [True]
 
 
 # -- config_bgp_test.go: TestParseBGPPeerConfig --------------------------------------------------------
@@ -131,15 +147,65 @@ def test_enable_services_election_is_the_legacy_name_of_svc_election() -> None:
     assert agent(enableServicesElection="true").election is ElectionMode.SERVICE
 
 
-def test_cp_enable_is_refused_in_one_line_and_svc_enable_false_alone_too() -> None:
-    for env, needle in (({"cp_enable": "true"}, "control-plane VIP is not yet supported"),
-                        ({"cp_enable": "true", "svc_enable": "false"}, "control-plane VIP is not yet supported"),
-                        ({"svc_enable": "false"}, "nothing to do")):
-        with pytest.raises(ConfigError) as raised:
-            load_config({"vip_nodename": "n", **env})
-        lines = str(raised.value).splitlines()
-        assert len(lines) == 1 and needle in lines[0], lines
-    assert agent(cp_enable="false").mode is Mode.TABLE
+def test_kube_vips_static_pod_env_runs_the_control_plane_alone() -> None:
+    """kube-vip manifest pod --interface eth0 --address 192.168.0.40 --controlplane --arp --leaderElection."""
+    config = load_config({"vip_arp": "true", "port": "6443", "vip_nodename": "cp-1", "vip_interface": "eth0",
+                          "dns_mode": "first", "cp_enable": "true", "cp_namespace": "kube-system",
+                          "vip_leaderelection": "true", "vip_leasename": "plndr-cp-lock", "vip_leaseduration": "5",
+                          "vip_renewdeadline": "3", "vip_retryperiod": "1", "address": "192.168.0.40",
+                          "prometheus_server": ":2112"})
+    assert (config.cp_enable, config.svc_enable, config.cp_election) == (True, False, True)
+    assert str(config.cp_lease) == "kube-system/plndr-cp-lock" and config.cp_port == 6443
+    assert config.election is ElectionMode.NONE  # no Services, so no plndr-svcs-lock contention
+    assert not config.notices and not config.infos
+
+
+def test_the_hybrid_daemonset_runs_both_on_separate_leases() -> None:
+    config = agent(vip_arp="true", cp_enable="true", svc_enable="true", address="192.168.0.40",
+                   vip_leaderelection="true", svc_leasename="plndr-svcs-lock")
+    assert (config.svc_enable, config.cp_election, config.election) == (True, True, ElectionMode.GLOBAL)
+    assert config.cp_lease is not None and config.cp_lease.name != config.lease_name
+
+
+def test_which_modes_elect_the_control_plane_vip() -> None:
+    assert agent(vip_routingtable="true", **CONTROL_PLANE).cp_election is False  # anycast, as kube-vip
+    assert agent(bgp_enable="true", bgp_peers="10.0.0.1:65001", **CONTROL_PLANE).cp_election is False
+    assert agent(bgp_enable="true", bgp_peers="10.0.0.1:65001", vip_leaderelection="true",
+                 **CONTROL_PLANE).cp_election is True
+    arp = agent(vip_arp="true", vip_leaderelection="false", **CONTROL_PLANE)
+    assert arp.cp_election is True and ["still elected" in line for line in warned(arp, "vip_leaderelection")] == [True]
+    table = agent(vip_routingtable="true", vip_leaderelection="true", **CONTROL_PLANE)
+    assert table.cp_election is True and ["every node" in line for line in warned(table, "vip_leaderelection")] == [True]
+
+
+def test_control_plane_settings_are_read_with_kube_vips_defaults() -> None:
+    config = agent(**CONTROL_PLANE)
+    assert (config.cp_port, config.dns_mode, config.cp_lease_name, config.namespace) == (
+        6443, "first", "plndr-cp-lock", "kube-system")
+    health = config.cp_health
+    assert (health.url, health.period, health.timeout, health.rule.fall) == (
+        "https://127.0.0.1:6443/livez", 5.0, 3.0, 3)
+    tuned = agent(**CONTROL_PLANE, port="8443", dns_mode="IPv6", control_plane_health_check_period_seconds="1",
+                  control_plane_health_check_failure_threshold="2", control_plane_health_check_timeout_seconds="1")
+    assert (tuned.cp_health.url, tuned.dns_mode, tuned.cp_health.period, tuned.cp_health.rule.fall) == (
+        "https://127.0.0.1:8443/livez", "ipv6", 1.0, 2)
+
+
+@pytest.mark.parametrize(("env", "needle"), [
+    ({"cp_enable": "true"}, "cp_enable=true needs address"),
+    ({"svc_enable": "false"}, "no feature is enabled"),
+    ({**CONTROL_PLANE, "address": "not a name"}, "address: "),
+    ({**CONTROL_PLANE, "port": "70000"}, "port: "),
+    ({**CONTROL_PLANE, "dns_mode": "all"}, "dns_mode: "),
+    ({**CONTROL_PLANE, "vip_leasename": "Bad_Name"}, "vip_leasename: "),
+    ({**CONTROL_PLANE, "control_plane_health_check_failure_threshold": "0"}, "failure_threshold: "),
+])
+def test_each_bad_control_plane_setting_is_one_line(env: dict[str, str], needle: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_config({"vip_nodename": "n", **env})
+    lines = str(raised.value).splitlines()
+    assert len(lines) == 1 and needle in lines[0], lines
+    assert agent(cp_enable="false").mode is Mode.TABLE and agent(cp_enable="false").svc_enable
 
 
 def test_svc_namespace_and_the_switches_kube_vip_reads_reach_the_config() -> None:

@@ -22,6 +22,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from kvip import __version__
+from kvip.core.model import CONTROL_PLANE_KEY
 from kvip.kube.reflector import SourceState, SourceStatus
 from kvip.reconcile import ReconcileResult
 
@@ -131,6 +132,13 @@ class AgentMetrics:
         Gauge("kube_vip_build_info", "Constant 1; kvip's version", ["version", "build", "node"],
               registry=r).labels(f"kvip-{__version__}", "kvip", node_name).set(1)
         r.register(_SourceCollector(statuses, staleness))
+        # The control-plane VIP (cp_enable); kube-vip's own is kube_vip_is_leader{lease_name=vip_leasename}.
+        self.apiserver_healthy = Gauge("kvip_apiserver_healthy", "1 while this node's kube-apiserver passes its "
+                                       "health check (rise/fall applied)", registry=r)
+        self.control_plane_leader = Gauge("kvip_control_plane_leader", "1 while this node holds the control-plane "
+                                          "Lease (election) or, anycast, advertises the control-plane VIP", registry=r)
+        self.control_plane_advertised = Gauge("kvip_control_plane_advertised", "1 while this node should advertise "
+                                              "the control-plane VIP", registry=r)
 
     def observe(self, result: ReconcileResult) -> None:
         self.reconciles.labels("error" if result.error or result.failed else "ok").inc()
@@ -152,10 +160,17 @@ class AgentMetrics:
         self.desired_vips.labels(self._mode).set(len(result.desired.advertisements))
         self.kube_vip_active_services.clear()
         for key in result.desired.decisions:
-            self.kube_vip_active_services.labels(key.namespace).inc()
-        self.eligible_services.set(len(result.desired.eligible))
+            if key != CONTROL_PLANE_KEY:
+                self.kube_vip_active_services.labels(key.namespace).inc()
+        self.eligible_services.set(len(result.desired.eligible - {CONTROL_PLANE_KEY}))
         self.bad_input.set(len({p.service for p in result.desired.problems}))
         self.last_reconcile.set(time.time())
+
+    def observe_control_plane(self, healthy: bool, leader: bool | None, advertised: bool) -> None:
+        """`leader` None: anycast (no Lease), where every advertising node counts as a leader."""
+        self.apiserver_healthy.set(1 if healthy else 0)
+        self.control_plane_leader.set(1 if (advertised if leader is None else leader) else 0)
+        self.control_plane_advertised.set(1 if advertised else 0)
 
     def observe_leases(self, held: Iterable[str]) -> None:
         """The Leases this node holds now (by name): kvip_leases_held, kube_vip_is_leader and a transition for

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kvip.core.model import ServiceKey
+from kvip.core.model import CONTROL_PLANE_KEY, ServiceKey
 from kvip.kube.reflector import SourceStatus
 from kvip.reconcile import ReconcileResult
 
@@ -89,10 +89,14 @@ def status_document(
     last_known_good_endpoint: Mapping[ServiceKey, str],
     backends: Mapping[str, Mapping[str, object]],
     limits: StatusLimits = StatusLimits(),
+    control_plane: Mapping[str, object] | None = None,
 ) -> dict[str, Any]:
+    """`control_plane`: the agent's control-plane section (None: cp_enable off); its decision is added here."""
     b = _Bounder(limits)
     desired = result.desired if result else None
-    decisions = sorted((desired.decisions if desired else {}).items())
+    every = desired.decisions if desired else {}
+    decisions = sorted((k, d) for k, d in every.items() if k != CONTROL_PLANE_KEY)
+    cp = every.get(CONTROL_PLANE_KEY)
     problems = list(desired.problems if desired else ())
     advertised = sorted(str(vip) for vip in (desired.vips if desired else ()))
     doc: dict[str, Any] = {
@@ -121,6 +125,10 @@ def status_document(
             {"service": b.text(p.service), "reason": b.text(p.reason), "message": b.text(p.message)}
             for p in b.first(problems, "problems", limits.problems)
         ],
+        "controlPlane": None if control_plane is None else {
+            **{b.text(k): b.value(v) for k, v in control_plane.items()},
+            "advertised": bool(cp and cp.advertised), "reason": b.text(cp.reason if cp else "not-decided-yet"),
+        },
         # Backend-specific state an operator needs (BGP: sessions and speaker restarts).
         "backends": {b.text(name): b.value(status) for name, status in b.first(list(backends.items()), "items")},
         "lastPass": None if result is None else {

@@ -15,21 +15,25 @@ import asyncio
 import contextlib
 import functools
 import logging
-import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from lightkube import AsyncClient
 
+from kvip.agent.backends import AgentError, default_backends
+from kvip.agent.control_plane import ControlPlane
 from kvip.agent.http import AgentView, HttpLimits, serve_local, serve_public
 from kvip.agent.metrics import AgentMetrics
 from kvip.agent.probes import ProbeScheduler, probe_plan
 from kvip.agent.status_doc import status_document
-from kvip.config.agent import AgentConfig, Mode
+from kvip.config.agent import AgentConfig
+from kvip.core.control_plane import wants_lease
 from kvip.core.decide import decide
 from kvip.core.leases import ElectionPlan, leadership_from_leases, wanted_leases
 from kvip.core.model import (
+    CONTROL_PLANE_KEY,
     BadInput,
     ClusterSnapshot,
     DesiredState,
@@ -46,59 +50,16 @@ from kvip.core.policy import (
 )
 from kvip.dataplane.base import Dataplane
 from kvip.kube.cache import ClusterCache
-from kvip.kube.client import make_client
-from kvip.kube.election import LeaseElector, LeaseKey
+from kvip.kube.election import LeaseElector, LeaseKey, agent_clients, local_endpoint
 from kvip.kube.events import EventRecorder
 from kvip.kube.heartbeat import HeartbeatPublisher
 from kvip.kube.status_writer import ServiceStatusWriter
 from kvip.reconcile import Reconciler, ReconcileResult
 from kvip.runtime.tasks import Backoff, Trigger, cancel_and_wait
 
+__all__ = ["Agent", "AgentError", "default_backends", "supervise"]
+
 log = logging.getLogger("kvip.agent.wiring")
-
-
-class AgentError(Exception):
-    """The agent cannot start with this configuration on this machine."""
-
-
-def default_backends(config: AgentConfig, on_conflict: Callable[[Any, str], None]) -> list[Dataplane[Any]]:
-    if config.mode is Mode.TABLE:
-        from kvip.dataplane.routes import RouteTable
-
-        routes = config.route_table
-        return [RouteTable(table=routes.table, protocol=routes.protocol, interface=routes.interface,
-                           route_type=routes.route_type)]
-    if config.mode is Mode.ARP:
-        from kvip.dataplane.arp import ArpBackend
-
-        arp = config.arp
-        return [ArpBackend(interface=arp.interface or default_route_interface(), protocol=arp.protocol,
-                           arp_rate=arp.rate, on_conflict=on_conflict)]
-    if config.mode is Mode.BGP and config.bgp is not None:
-        from kvip.dataplane.bird.speaker import BgpSpeaker
-
-        return [BgpSpeaker(config.bgp)]
-    raise AgentError(f"mode {config.mode.value!r} has no settings")
-
-
-def default_route_interface() -> str:
-    """kube-vip's default for layer 2: the interface of the IPv4 default route."""
-    import concurrent.futures
-
-    # pyroute2's IPRoute runs an event loop of its own, which cannot start inside the agent's running one.
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(_default_route_interface).result()
-
-
-def _default_route_interface() -> str:
-    from pyroute2 import IPRoute
-
-    with IPRoute() as ipr:
-        for route in ipr.get_default_routes(family=socket.AF_INET):
-            index = route.get("RTA_OIF")
-            if index:
-                return ipr.get_links(index)[0].get("IFLA_IFNAME")
-    raise AgentError("vip_arp=true but no vip_interface given and no IPv4 default route to take it from")
 
 
 class Agent:
@@ -108,14 +69,24 @@ class Agent:
         *,
         client: AsyncClient | None = None,
         backends: Sequence[Dataplane[Any]] | None = None,
+        control_plane: ControlPlane | None = None,
     ) -> None:
         self.config = config
-        self.client = client or make_client(config.kubeconfig)
+        if client is None:
+            client, self._elector_client = agent_clients(local_endpoint(
+                config.kubeconfig, control_plane=config.cp_enable, port=config.cp_port,
+                kubernetes_addr=config.kubernetes_addr), config.lease_timing)
+        else:
+            self._elector_client = client
+        self.client = client
         self.trigger = Trigger()
         self.cache = ClusterCache(
             self.client, node_name=config.node_name, on_change=self._on_source_change,
-            resync_period=config.resync_period, namespace=config.svc_namespace,
+            resync_period=config.resync_period, namespace=config.svc_namespace, services=config.svc_enable,
         )
+        # The control-plane VIP (cp_enable): one more input of the same decide(), on its own Lease.
+        self.control_plane = control_plane or (ControlPlane(config, on_change=self.trigger.fire)
+                                               if config.cp_enable else None)
         self.backends = list(backends) if backends is not None else default_backends(config, self._on_conflict)
         self.metrics = AgentMetrics(config.node_name, self.cache.statuses, mode=config.mode.value,
                                     staleness=lambda: self.cache.stale_for(time.monotonic()))
@@ -126,8 +97,8 @@ class Agent:
         self.elector: LeaseElector | None = None
         self.election_plan = ElectionPlan(config.election, config.per_service_election_on_demand,
                                           self.global_lease if config.election is ElectionMode.GLOBAL else None)
-        if config.election is not ElectionMode.NONE or config.per_service_election_on_demand:
-            self.elector = LeaseElector(self.client, identity=config.node_name, timing=config.lease_timing,
+        if config.election is not ElectionMode.NONE or config.per_service_election_on_demand or config.cp_lease:
+            self.elector = LeaseElector(self._elector_client, identity=config.node_name, timing=config.lease_timing,
                                         on_change=lambda: self.trigger.fire("lease"))
             self.elector.want(wanted_leases(self.election_plan, {}, ()))
         for backend in self.backends:
@@ -145,7 +116,9 @@ class Agent:
         if config.probe_settings is not None:
             self.probes = ProbeScheduler(config.probe_settings, on_change=lambda: self.trigger.fire("probe"))
         self._api_loss = ApiLossState()
-        self._memo: tuple[ClusterSnapshot, tuple[Leadership, ProbeVerdicts, bool], DesiredState] | None = None
+        self._memo: tuple[ClusterSnapshot, tuple[Any, ...], DesiredState] | None = None
+        self._cp_seen: Any = None
+        self._final: DesiredState | None = None  # shutdown with vip_preserve_on_leadership_loss: what stays
         # Make-before-break (BGP): seconds a leaving node keeps announcing with GRACEFUL_SHUTDOWN.
         self.drain_time = config.drain_time
         self._shutting_down = False
@@ -155,11 +128,14 @@ class Agent:
     # -- the one computation ----------------------------------------------------------------
 
     def compute_desired(self) -> DesiredState | None:
+        if self._final is not None:
+            return self._final
         if not self.cache.synced:
             return None  # never act on a cache that has not listed everything once
-        if self.api_lost():
-            return DesiredState(advertisements={})
-        snapshot = self.cache.snapshot()
+        cp = self.control_plane.state() if self.control_plane is not None else None
+        snapshot, lost = self.cache.snapshot(), self.api_lost()
+        if lost:  # withdraw the Services; the control-plane VIP follows its API server's health, not the cache
+            snapshot = ClusterSnapshot(services={}, endpoints={}, node=snapshot.node)
         leadership = self.leadership(snapshot)
         verdicts = ProbeVerdicts()
         if self.probes is not None:
@@ -169,14 +145,17 @@ class Agent:
             verdicts = self.probes.verdicts()
         # decide() is pure: the same inputs give the same answer, so a pass woken only by the
         # dataplane (netlink echo of our own change, tampering) skips straight to the diff.
-        key = (leadership, verdicts, self.draining(snapshot))
+        key = (leadership, verdicts, self.draining(snapshot), cp)
         if self._memo is not None and self._memo[0] is snapshot and self._memo[1] == key:
             return self._memo[2]
-        state = decide(self._decide_config, snapshot, leadership, verdicts, key[2])
+        state = decide(self._decide_config, snapshot, leadership, verdicts, key[2], control_plane=cp)
         self._memo = (snapshot, key, state)
-        if self.elector is not None:
-            # Only nodes decide() finds eligible contend; one that stops being eligible releases at once.
-            self.elector.want(wanted_leases(self.election_plan, snapshot.services, state.eligible))
+        if self.elector is not None and not lost:  # (nothing can be released while the API is lost)
+            # Only nodes decide() finds eligible contend; one that stops being eligible releases at once,
+            # and so does an unhealthy (or stopping) API server's node for the control-plane Lease.
+            wanted = wanted_leases(self.election_plan, snapshot.services, state.eligible)
+            cp_lease = self.config.cp_lease
+            self.elector.want(wanted | {cp_lease} if cp_lease and cp and wants_lease(cp) else wanted)
         return state
 
     def api_lost(self) -> bool:
@@ -211,11 +190,16 @@ class Agent:
         """What the elector holds *now* (fenced), as an input of decide()."""
         if self.elector is None:
             return Leadership()
-        return leadership_from_leases(self.election_plan, self.elector.held(), snapshot.services.values())
+        held = self.elector.held()
+        found = leadership_from_leases(self.election_plan, held, snapshot.services.values())
+        return replace(found, is_control_plane_leader=self.config.cp_lease in held)
 
     def _after_pass(self, result: ReconcileResult) -> None:
-        self.events.report(result.desired.problems + self.probe_problems)
-        self.events.report_transitions(result.desired.decisions)
+        # The control-plane VIP's problems and transitions are logged; Events name a Service it is not.
+        self.events.report(tuple(p for p in result.desired.problems if p.service != CONTROL_PLANE_KEY)
+                           + self.probe_problems)
+        self.events.report_transitions({k: d for k, d in result.desired.decisions.items() if k != CONTROL_PLANE_KEY})
+        self._log_control_plane(result.desired.decisions.get(CONTROL_PLANE_KEY))
         if not self.config.disable_service_updates:  # kube-vip's disable_service_updates: never write status
             self.status_writer.report(result.desired, self.cache.services.store)
         if self.elector is not None:
@@ -225,6 +209,19 @@ class Agent:
         self.metrics.observe_actual(desired, actual)
         self.heartbeat.report(actual, desired)
         self.ready.set()
+
+    def _log_control_plane(self, decision: Any) -> None:
+        """One line when the control-plane VIP's decision changes, with its reason."""
+        seen = None if decision is None else (decision.advertised, decision.reason, decision.vips)
+        if decision is not None and seen != self._cp_seen:
+            log.info("control-plane VIP %s: %s (%s)", ", ".join(map(str, decision.vips)) or "-",
+                     "advertised" if decision.advertised else "not advertised", decision.reason)
+        self._cp_seen = seen
+        if self.control_plane is not None:
+            lease = self.config.cp_lease
+            leader = None if lease is None or self.elector is None else lease in self.elector.held()
+            self.metrics.observe_control_plane(self.control_plane.health.healthy, leader,
+                                               bool(decision and decision.advertised))
 
     def _on_conflict(self, vip: Any, other_mac: str) -> None:
         """Another MAC answers for a VIP we hold (layer-2 split brain): metric and an Event per owner."""
@@ -271,6 +268,8 @@ class Agent:
             tasks.append(("elector", self.elector.run))
         if self.probes is not None:
             tasks.append(("probes", self.probes.run))
+        if self.control_plane is not None:
+            tasks.extend(self.control_plane.tasks())
         # /healthz, /readyz, /metrics on the metrics address; /status and POST /resync only locally.
         config, view = self.config, self.http_view()
         if config.metrics_address:
@@ -293,7 +292,8 @@ class Agent:
             node=self.config.node_name, mode=self.config.mode.value, synced=self.cache.synced,
             passes=self.reconciler.passes, sources=self.cache.statuses(), result=self.reconciler.last_result,
             last_known_good_endpoint=self.reconciler.last_known_good_endpoint,
-            backends={b.name: b.status() for b in self.backends})
+            backends={b.name: b.status() for b in self.backends}, control_plane=(self.control_plane.status(self.elector)
+                                                                         if self.control_plane else None))
 
     def alive(self) -> bool:
         """The loop turns: after the first pass, one must complete every resync period (the timer
@@ -336,13 +336,35 @@ class Agent:
             await asyncio.sleep(self.config.resync_period)
             self.trigger.fire("timer")
 
+    async def _withdraw_control_plane(self) -> None:
+        """SIGTERM: the control-plane VIP goes at once, before any Service drain, so the next node's
+        API server takes the traffic now; its Lease is released right after (below or in the drain)."""
+        if self.control_plane is None:
+            return
+        self.control_plane.leaving = True
+        last = self.reconciler.last_result
+        if self.config.preserve_on_leadership_loss and last is not None:
+            # kube-vip's vip_preserve_on_leadership_loss: the IPv4 address stays, no longer announced.
+            kept = {v: a for v, a in last.desired.advertisements.items() if a.control_plane and v.version == 4}
+            if kept:
+                log.info("shutdown: keeping control-plane VIP %s (vip_preserve_on_leadership_loss)",
+                         ", ".join(map(str, kept)))
+                self._final = DesiredState(kept)
+            return
+        with contextlib.suppress(Exception):
+            await self.reconciler.reconcile_once({"shutdown-control-plane": 1})
+
     async def _shutdown(self) -> None:
         if self.config.keep_routes_on_exit:
             log.info("shutdown: keeping advertisements (keep_routes_on_exit)")
         else:
+            await self._withdraw_control_plane()
             await self._drain_before_withdraw()
-            removed = await self.reconciler.withdraw_all()
-            log.info("shutdown: withdrew %d item(s)", removed)
+            if self._final is not None:
+                await self.reconciler.reconcile_once({"shutdown": 1})
+            else:
+                removed = await self.reconciler.withdraw_all()
+                log.info("shutdown: withdrew %d item(s)", removed)
         if self.elector is not None and not self.config.keep_routes_on_exit:
             # After withdrawing: the next leader may start only once we have stopped.
             with contextlib.suppress(Exception):
@@ -350,8 +372,9 @@ class Agent:
         for backend in self.backends:
             with contextlib.suppress(Exception):
                 await backend.close()
-        with contextlib.suppress(Exception):
-            await self.client.close()
+        for client in {id(c): c for c in (self.client, self._elector_client)}.values():
+            with contextlib.suppress(Exception):
+                await client.close()
 
 
 async def supervise(name: str, start: Callable[[], Awaitable[None]], *, on_failure: Callable[[], None],

@@ -93,6 +93,12 @@ def run_status(args: argparse.Namespace) -> int:
         sources.add_row(_e(s["resource"]), _e(s["state"]), _e(s["objects"]), _e(s["relists"]),
                         _e(s["lastError"] or ""))
     console.print(sources)
+    cp = doc.get("controlPlane")
+    if cp:
+        elected = f"Lease {_e(cp['lease'])} held by {_e(cp['holder'] or 'nobody')}" if cp["election"] else "anycast"
+        console.print(f"control-plane VIP {_es(cp['vips']) or _e(cp['address'])}:{_e(cp['port'])}  "
+                      f"{'advertised' if cp['advertised'] else 'not advertised'} ({_e(cp['reason'])})  "
+                      f"API server {'healthy' if cp['apiserverHealthy'] else 'UNHEALTHY'}  {elected}")
     last = doc.get("lastPass") or {}
     actual_failed = {k for d in last.get("diffs", []) for k in d.get("failed", {})}
     services = Table("service", "VIPs", "desired", "reason", "local endpoints", "last known good endpoint")
@@ -128,19 +134,29 @@ def add_audit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--election", choices=["none", "global", "service"], default="none")
     parser.add_argument("--lease-name", default="plndr-svcs-lock")
     parser.add_argument("--stale-after", type=float, default=90.0, help="seconds before a heartbeat is stale")
+    parser.add_argument("--control-plane-address", default="",
+                        help="also audit the control-plane VIP(s), comma separated IPs (cp_enable's address)")
+    parser.add_argument("--control-plane-lease", default=None, metavar="NAME",
+                        help="the control-plane VIP is elected on this Lease (vip_leasename, e.g. plndr-cp-lock) "
+                             "in --namespace; unset: anycast")
     parser.add_argument("-o", "--output", choices=["table", "json"], default="table")
 
 
 def run_audit(args: argparse.Namespace) -> int:
-    from kvip.cli.audit import collect
+    from kvip.cli.audit import ControlPlaneAudit, collect
     from kvip.core.model import ElectionMode
     from kvip.kube.client import KubeClientError, make_client
+
+    vips = tuple(v.strip() for v in args.control_plane_address.split(",") if v.strip())
+    lease = (args.namespace, args.control_plane_lease) if args.control_plane_lease else None
+    control_plane = ControlPlaneAudit(vips, lease) if vips else None
 
     async def go() -> Any:
         client = make_client(args.kubeconfig)
         try:
             return await collect(client, namespace=args.namespace, election=ElectionMode(args.election),
-                                 stale_after=args.stale_after, global_lease=(args.namespace, args.lease_name))
+                                 stale_after=args.stale_after, global_lease=(args.namespace, args.lease_name),
+                                 control_plane=control_plane)
         finally:
             await client.close()
 
@@ -162,5 +178,9 @@ def run_audit(args: argparse.Namespace) -> int:
             console.print(f"stale heartbeat: {_e(node)}")
         for node in report.silent_nodes:
             console.print(f"no heartbeat at all: {_e(node)}")
+        for u in report.unresolved_nodes:
+            console.print(f"drifts on VIPs the heartbeat digest cannot name: {_e(u.node)} advertises "
+                          f"{u.advertised_count if u.advertised_count is not None else '?'}, should advertise "
+                          f"{len(u.expected)}: {_es(u.expected[:20])}{' …' if len(u.expected) > 20 else ''}")
         console.print("audit: ok" if report.ok else "audit: DRIFT")
     return 0 if report.ok else 1

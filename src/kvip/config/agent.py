@@ -16,11 +16,11 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from kvip.config.bgp import build_bgp_settings
+from kvip.config.control_plane import control_plane_rules
 from kvip.config.bgp_values import BgpSettings
 from kvip.config.kubevip import (
     arp_global_election_notice,
     check_environment,
-    features_refused,
     node_name_or_host,
     services_interface,
     value_notices,
@@ -37,7 +37,8 @@ from kvip.config.options import (
 from kvip.config.settings import ArpSettings, ProbeSettings, RouteTableSettings
 from kvip.config.values import parse_duration
 from kvip.core.decide import DecideConfig
-from kvip.core.election_rules import LeaseTiming
+from kvip.core.election_rules import LeaseKey, LeaseTiming
+from kvip.core.health import HealthCheckSettings, apiserver_check
 from kvip.core.model import ElectionMode, Mode
 from kvip.core.vip_allow import Network, VipAllowList
 
@@ -51,6 +52,7 @@ class AgentConfig:
     node_name: str
     namespace: str = D["namespace"]
     kubeconfig: str | None = D["kubeconfig"]
+    kubernetes_addr: str | None = D["kubernetes_addr"]
     mode: Mode = Mode.TABLE
     routing_table_id: int = D["routing_table_id"]
     routing_protocol: int = D["routing_protocol"]
@@ -93,6 +95,21 @@ class AgentConfig:
     disable_service_updates: bool = D["disable_service_updates"]
     services_interface_auto: bool = False  # vip_servicesinterface=auto (kvip.config.kubevip says what it does)
     bgp: BgpSettings | None = None  # set exactly when mode is BGP
+    # -- the control-plane VIP (kvip.config.control_plane; `namespace` is cp_namespace) --------------
+    cp_enable: bool = D["cp_enable"]
+    svc_enable: bool = True  # unset: on, unless cp_enable (kube-vip's control-plane static Pod)
+    cp_address: str = D["cp_address"]  # IPs and DNS names, comma separated
+    cp_port: int = D["cp_port"]
+    dns_mode: str = D["dns_mode"]
+    dns_refresh: float = D["dns_refresh"]
+    cp_lease_name: str = D["cp_lease_name"]
+    cp_election: bool = False  # one holder of the control-plane Lease (ARP always; else vip_leaderelection)
+    cp_health_address: str = D["cp_health_address"]
+    cp_health_period: int = D["cp_health_period"]
+    cp_health_timeout: int = D["cp_health_timeout"]
+    cp_health_failure_threshold: int = D["cp_health_failure_threshold"]
+    cp_health_rise: int = D["cp_health_rise"]
+    cp_health_ca_path: str = D["cp_health_ca_path"]
     notices: tuple[str, ...] = ()  # warnings to log at start, one line each: kube-vip settings kvip ignores
     infos: tuple[str, ...] = ()  # lines to log at start: how kvip read a kube-vip setting
 
@@ -118,7 +135,21 @@ class AgentConfig:
             address_families=(self.bgp.address_families  # MP-BGP peers carry both families
                               if self.mode is Mode.BGP and self.bgp else frozenset({4, 6})),
             vip_allow=self.vip_allow_list,
+            control_plane_election=self.cp_election,
         )
+
+    @property
+    def cp_health(self) -> HealthCheckSettings:
+        """The check of this node's own kube-apiserver (kvip.core.health.apiserver_check)."""
+        return apiserver_check(self.cp_health_address, port=self.cp_port, period=float(self.cp_health_period),
+                               timeout=float(self.cp_health_timeout),
+                               failure_threshold=self.cp_health_failure_threshold,
+                               ca_path=self.cp_health_ca_path or None, rise=self.cp_health_rise)
+
+    @property
+    def cp_lease(self) -> LeaseKey | None:
+        """The control-plane Lease, when the control-plane VIP is elected (separate from svc_leasename's)."""
+        return LeaseKey(self.namespace, self.cp_lease_name) if self.cp_enable and self.cp_election else None
 
     @property
     def vip_allow_list(self) -> VipAllowList | None:
@@ -172,19 +203,23 @@ def load_config(env: Mapping[str, str], flags: Mapping[str, str] | None = None, 
     checks = check_environment(env, KNOWN_VARIABLES)
     notices = [*checks.notices, *value_notices(values, env)]
     if values["preserve_on_leadership_loss"]:
-        notices.append("vip_preserve_on_leadership_loss=true: ignored; kvip removes a VIP from a node that loses "
-                       "leadership, since a kept IPv4 address is still answered by the kernel's ARP (two MACs)")
+        notices.append("vip_preserve_on_leadership_loss=true: honoured only when the agent stops (the control-plane "
+                       "VIP's IPv4 address stays on the interface, unannounced); kvip removes a VIP from a running "
+                       "node that loses leadership, since a kept IPv4 address is still answered by ARP (two MACs)")
     if values["lose_leadership"]:
         notices.append("vip_loseleadership=true: not implemented; a leader whose VIP interface goes down keeps "
                        "its Leases (kvip does not watch the link), so remove it or expect no failover on link loss")
     infos: list[str] = []
-    errors += [*checks.errors, *features_refused(values)]
+    errors += checks.errors
     mode = _mode(values, errors)
+    svc_enable, cp_election = control_plane_rules(values, env, mode, readout.problems, errors, notices)
     # In BGP mode kube-vip's vip_leaderelection is about the control plane, not Services (kvip.config.bgp).
     election = values["election"] or (ElectionMode.SERVICE if values["service_election"]
                                        else ElectionMode.GLOBAL if values["global_election"] and mode is not Mode.BGP
                                        else ElectionMode.NONE)
-    if mode is Mode.ARP and election is ElectionMode.NONE and values["election"] is None:
+    if not svc_enable:
+        election = ElectionMode.NONE  # no Service to elect for: only the control-plane Lease (cp_lease)
+    elif mode is Mode.ARP and election is ElectionMode.NONE and values["election"] is None:
         # kube-vip's ARP mode without svc_election always elects one node for all Services on svc_leasename.
         election = ElectionMode.GLOBAL
         infos.append(arp_global_election_notice(values["lease_name"]))
@@ -200,6 +235,7 @@ def load_config(env: Mapping[str, str], flags: Mapping[str, str] | None = None, 
     own: dict[str, Any] = {f.name: values[f.name] for f in fields(AgentConfig) if f.name in values}
     return AgentConfig(**{**own, "node_name": node_name, "mode": mode, "election": election, "bgp": bgp,
                           "interface": interface, "services_interface_auto": interface_auto,
+                          "svc_enable": svc_enable, "cp_election": cp_election,
                           "notices": tuple(notices), "infos": tuple(infos)})
 
 

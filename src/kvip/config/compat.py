@@ -46,9 +46,13 @@ KUBE_VIP_VARIABLES: tuple[str, ...] = (
 
 # Variables kvip reads but where it does not do exactly what kube-vip does: how.
 DIFFERENT_VARIABLES: dict[str, str] = {
-    "svc_enable": "unset counts as true (kube-vip refuses to start with no feature on); false is refused "
-                  "(nothing to do)",
-    "cp_enable": "true is refused in one line: the control-plane VIP is not yet supported (issue #18)",
+    "svc_enable": "unset counts as true unless cp_enable=true (kube-vip refuses to start with no feature on); "
+                  "false without cp_enable is refused (nothing to do)",
+    "cp_enable": "the control-plane VIP, in the same reconcile loop as Services: elected in ARP mode and with "
+                 "vip_leaderelection=true (also in table mode, where kube-vip routes it from every node), else "
+                 "advertised by every node whose API server is healthy",
+    "control_plane_health_check_address": "checked in every mode (kube-vip: BGP without election only); unset "
+                                          "means https://127.0.0.1:<port>/livez, verified against the cluster CA",
     "vip_routingtable": "routing-table mode is kvip's default when no mode switch is set (kube-vip refuses "
                         "to start without one)",
     "vip_cleanroutingtable": "always on: kvip removes stale routes it owns after the first full sync",

@@ -16,7 +16,7 @@ from typing import Any
 
 # Values of a kube-vip switch that mean "off" (Go's strconv.ParseBool false spellings): no warning then.
 OFF = frozenset({"0", "f", "F", "false", "FALSE", "False"})
-CONTROL_PLANE = "the control-plane VIP is not yet supported by kvip (issue #18)"
+CONTROL_PLANE = "kvip's control-plane VIP (cp_enable) has no such setting"
 EGRESS = "egress (Service SNAT through the VIP) is not supported by kvip"
 DHCP = "VIPs from DHCP / dynamic DNS are not supported by kvip: it takes VIPs from the Service only"
 # Variables with these prefixes are kube-vip's or kvip's: an unknown one is probably misspelt.
@@ -37,7 +37,6 @@ class NotSupported:
 
 N = NotSupported
 NOT_SUPPORTED: tuple[NotSupported, ...] = (
-    N("vip_leasename", f"the control-plane Lease name: {CONTROL_PLANE}; Services use svc_leasename"),
     N("vip_leaseannotations", "annotations on kube-vip's Leases: kvip's Leases carry none", frozenset()),
     N("vip_loseleadership_timeout_seconds", "kvip does not time interface loss; see vip_loseleadership",
       frozenset()),
@@ -46,18 +45,9 @@ NOT_SUPPORTED: tuple[NotSupported, ...] = (
     N("vip_allow_interface_not_up", "kvip starts whatever the interface state and retries until it can add "
       "its VIPs"),
     N("vip_ddns", DHCP),
-    N("vip_address", f"the control-plane address: {CONTROL_PLANE}", frozenset()),
-    N("address", f"the control-plane address: {CONTROL_PLANE}", frozenset()),
-    N("port", f"the control-plane port: {CONTROL_PLANE}", frozenset()),
-    N("vip_singlenode", CONTROL_PLANE),
-    N("vip_startleader", CONTROL_PLANE),
-    N("cp_detect", CONTROL_PLANE),
-    N("kubernetes_addr", CONTROL_PLANE, frozenset()),
-    N("control_plane_health_check_address", CONTROL_PLANE, frozenset()),
-    N("control_plane_health_check_period_seconds", CONTROL_PLANE, frozenset()),
-    N("control_plane_health_check_timeout_seconds", CONTROL_PLANE, frozenset()),
-    N("control_plane_health_check_failure_threshold", CONTROL_PLANE, frozenset()),
-    N("control_plane_health_check_ca_path", CONTROL_PLANE, frozenset()),
+    N("vip_singlenode", f"{CONTROL_PLANE}: a single control-plane node simply holds the Lease alone"),
+    N("vip_startleader", f"{CONTROL_PLANE}: the first node still wins the Lease (or advertises at once in anycast)"),
+    N("cp_detect", "kvip does not probe loopback for a working API address: it uses the kubeconfig's server"),
     N("vip_configmap", "kube-vip's control-plane ConfigMap: kvip's agent reads none (the address pools are "
       "`kvip controller --configmap`)", frozenset()),
     N("instance_name", f"it names kube-vip's nftables egress tables: {EGRESS}", frozenset()),
@@ -82,7 +72,6 @@ NOT_SUPPORTED: tuple[NotSupported, ...] = (
       "dropped"),
     N("enable_node_labeling", "kvip labels no Node (kube-vip.io/has-ip): each node's heartbeat Lease "
       "(annotation kvip.io/advertised) and `kvip audit` say which node advertises which VIP"),
-    N("dns_mode", DHCP, frozenset({"first"})),
     N("dhcp_mode", DHCP, frozenset()),
     N("dhcp_backoff_attempts", DHCP, frozenset()),
     N("enable_endpoints", "kvip reads EndpointSlices only (Endpoints are deprecated since Kubernetes 1.33)"),
@@ -148,8 +137,9 @@ def value_notices(values: Mapping[str, Any], env: Mapping[str, str]) -> list[str
     subnet = values.get("vip_subnet")
     if subnet is not None and subnet != HOST_PREFIXES:
         shown = ",".join(subnet)
-        notices.append(f"vip_subnet={shown}: kvip gives every Service VIP a /32 (IPv4) or /128 (IPv6) route or "
-                       f"address, whatever the prefix kube-vip would put on the interface; ignored")
+        notices.append(f"vip_subnet={shown}: kvip gives every VIP (Services' and the control plane's) a /32 (IPv4) "
+                       f"or /128 (IPv6) route or address, whatever the prefix kube-vip would put on the interface; "
+                       "ignored")
     if values.get("interface") == "auto":
         notices.append("vip_servicesinterface=auto: kvip puts VIPs on vip_interface (else the default route's "
                        "interface) or the Service's kube-vip.io/serviceInterface, not on the interface whose "
@@ -174,18 +164,7 @@ def parse_subnet(value: str) -> tuple[str, str]:
     return (parts[0] or "32", parts[1] or "128")
 
 
-# -- kube-vip's rules that decide what runs ---------------------------------------------------
-
-def features_refused(values: Mapping[str, Any]) -> list[str]:
-    """cp_enable / svc_enable: what kube-vip would run that kvip cannot, one line each."""
-    if values.get("cp_enable"):
-        return [(f"cp_enable=true: {CONTROL_PLANE}; remove cp_enable (kvip runs the Service load balancer) "
-                "or keep kube-vip for the control plane")]
-    if values.get("svc_enable") is False:
-        return [("svc_enable=false: nothing to do: kvip only runs the Service load balancer (and the "
-                "control-plane VIP, cp_enable, is not yet supported)")]
-    return []
-
+# -- kube-vip's rules that decide what runs (cp_enable and svc_enable: kvip.config.control_plane) --
 
 def arp_global_election_notice(lease_name: str) -> str:
     return (f"vip_arp=true without svc_election: one global Lease {lease_name} (svc_leasename) elects the node "

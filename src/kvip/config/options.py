@@ -25,9 +25,11 @@ from kvip.config.bgp_values import (
     parse_peers,
     parse_router_id,
 )
+from kvip.config.control_plane import parse_cp_address, parse_dns_mode, parse_health_url, parse_lease_name
 from kvip.config.kubevip import parse_subnet
 from kvip.config.settings import ROUTE_TYPE_ALIASES
 from kvip.config.values import (
+    api_server_address,
     choice,
     int_range,
     ip_address,
@@ -137,8 +139,11 @@ OPTIONS: tuple[Option, ...] = (
     # -- both commands ---------------------------------------------------------------------------
     O("kubeconfig", ("k8s_config_file", "KUBECONFIG"), "--kubeconfig", text, None, "kubeconfig (unset: in-cluster)",
       BOTH),
+    O("kubernetes_addr", ("kubernetes_addr",), "--kubernetes-addr", api_server_address, None,
+      "API server address that replaces the kubeconfig's (e.g. https://127.0.0.1:6443); with cp_enable and "
+      "/etc/kubernetes/admin.conf it defaults to kubernetes:<port>, as in kube-vip"),
     O("namespace", ("cp_namespace", "POD_NAMESPACE"), "--namespace", text, "kube-system",
-      "namespace of the global Lease (agent) or of the ConfigMap and Lease (controller)", BOTH),
+      "namespace of the agent's Leases (global, control-plane) or of the controller's ConfigMap and Lease", BOTH),
     O("lease_duration", ("vip_leaseduration",), "--lease-duration", positive_seconds, 15.0, "Lease duration", BOTH),
     O("renew_deadline", ("vip_renewdeadline",), "--renew-deadline", positive_seconds, 10.0, "renew deadline", BOTH),
     O("retry_period", ("vip_retryperiod",), "--retry-period", positive_seconds, 2.0, "retry period", BOTH),
@@ -150,7 +155,8 @@ OPTIONS: tuple[Option, ...] = (
     O("table_switch", ("vip_routingtable",), None, parse_bool, None, "routing-table mode"),
     O("arp_switch", ("vip_arp",), None, parse_bool, None, "layer-2 mode"),
     O("bgp_switch", ("bgp_enable",), None, parse_bool, None, "BGP mode"),
-    O("svc_enable", ("svc_enable",), None, parse_bool, None, "Service load balancing; kvip cannot turn it off"),
+    O("svc_enable", ("svc_enable",), None, parse_bool, None,
+      "Service load balancing (unset: on, unless cp_enable=true)"),
     O("election", (), "--election", choice(ElectionMode), None,
       "none, global or service (unset: from vip_leaderelection / svc_election, else none)"),
     O("service_election", ("svc_election", "enableServicesElection"), None, parse_bool, None, "one Lease per Service"),
@@ -175,7 +181,30 @@ OPTIONS: tuple[Option, ...] = (
     O("lb_class_legacy", ("lb_class_legacy_handling",), "--lb-class-legacy-handling", parse_bool, True,
       "kube-vip's legacy class handling"),
     # -- kube-vip's switches kvip reads as kube-vip does (kvip.config.kubevip explains the others) ------
-    O("cp_enable", ("cp_enable",), None, parse_bool, None, "control-plane VIP: not yet supported, refused"),
+    # -- the control-plane VIP (kvip.config.control_plane combines them) ------------------------------
+    O("cp_enable", ("cp_enable",), "--control-plane", parse_bool, False,
+      "the control-plane VIP in front of the kube-apiservers (static Pod or hybrid DaemonSet)"),
+    O("cp_address", ("address", "vip_address"), "--address", parse_cp_address, "",
+      "the control-plane VIP: IPs or DNS names, comma separated (vip_address: deprecated name)"),
+    O("cp_port", ("port",), "--port", int_range(1, 65535), 6443, "the kube-apiserver port behind the VIP"),
+    O("dns_mode", ("dns_mode",), "--dns-mode", parse_dns_mode, "first",
+      "which resolved addresses of a DNS name address: first, ipv4, ipv6 or dual"),
+    O("cp_lease_name", ("vip_leasename",), "--cp-lease-name", parse_lease_name, "plndr-cp-lock",
+      "the control-plane Lease (in cp_namespace)"),
+    O("cp_health_address", ("control_plane_health_check_address",), "--cp-health-address", parse_health_url, "",
+      "URL of this node's API server check (unset: https://127.0.0.1:<port>/livez)"),
+    O("cp_health_period", ("control_plane_health_check_period_seconds",), "--cp-health-period",
+      int_range(1, 3600), 5, "seconds between API server checks"),
+    O("cp_health_timeout", ("control_plane_health_check_timeout_seconds",), "--cp-health-timeout",
+      int_range(1, 3600), 3, "seconds each API server check may take"),
+    O("cp_health_failure_threshold", ("control_plane_health_check_failure_threshold",), "--cp-health-fall",
+      int_range(1, 100), 3, "consecutive failed checks before the VIP is withdrawn (or the Lease released)"),
+    O("cp_health_rise", ("kvip_control_plane_health_check_rise",), "--cp-health-rise", int_range(1, 100), 1,
+      "consecutive good checks before it is advertised again"),
+    O("cp_health_ca_path", ("control_plane_health_check_ca_path",), "--cp-health-ca-path", text, "",
+      "CA bundle verifying the check (unset: the kubeconfig's CA, else in-cluster)"),
+    O("dns_refresh", ("kvip_dns_refresh",), "--dns-refresh", positive_seconds, 3.0,
+      "seconds between re-resolutions of a DNS name address"),
     O("svc_namespace", ("svc_namespace",), "--svc-namespace", text, None,
       "watch Services and EndpointSlices of this namespace only (unset: all namespaces)"),
     O("vip_subnet", ("vip_subnet", "vip_cidr"), None, parse_subnet, None,

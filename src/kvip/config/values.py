@@ -109,3 +109,22 @@ def choice(kind: type[E]) -> Callable[[str], E]:
 
     parse.__name__ = f"choice({kind.__name__})"
     return parse
+
+
+def api_server_address(value: str) -> str:
+    """An API server address as kube-vip's `kubernetes_addr` takes it: `host:port` (https is meant) or an
+    http(s) URL with a host and no path."""
+    from urllib.parse import urlsplit
+
+    candidate = value.strip()
+    if not candidate or len(candidate) > 256 or not candidate.isascii() or any(c.isspace() for c in candidate):
+        raise ValueError(f"{value!r} is not an API server address (host:port or https://host:port)")
+    try:
+        parts = urlsplit(candidate if "://" in candidate else f"https://{candidate}")
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{value!r} is not an API server address (host:port or https://host:port)") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/") or parts.query:
+        raise ValueError(f"{value!r} is not an API server address (host:port or https://host:port)")
+    del port
+    return candidate

@@ -10,6 +10,8 @@ Per service, in order, each question answered by one small helper:
 3. Is this node eligible? (node state, then externalTrafficPolicy against usable endpoints)
 4. Does leadership let us advertise it? (election mode: none, global, per service)
 A VIP is advertised while any service that owns it is advertised here (shared VIPs).
+The control-plane VIP (`control_plane=`) is one more decision, under `CONTROL_PLANE_KEY`, by the rules
+of `kvip.core.control_plane`; a Service asking for it is refused that VIP (the control plane wins).
 """
 
 from __future__ import annotations
@@ -19,11 +21,14 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from kvip.core.bgp_attributes import drained, merged_attributes, service_attributes
+from kvip.core.control_plane import control_plane_decision
 from kvip.core.leases import election_refusal, per_service_elected
 from kvip.core.model import (
     Advertisement,
+    CONTROL_PLANE_KEY,
     BadInput,
     ClusterSnapshot,
+    ControlPlaneState,
     DesiredState,
     ElectionMode,
     EndpointView,
@@ -69,6 +74,8 @@ class DecideConfig:
     per_service_election_on_demand: bool = False
     # Optional VIP allow-list per namespace (None: off, as in kube-vip): `kvip.core.vip_allow`.
     vip_allow: VipAllowList | None = None
+    # The control-plane VIP is elected (one holder of cp_namespace/vip_leasename) rather than anycast.
+    control_plane_election: bool = False
 
 
 def decide(
@@ -77,19 +84,24 @@ def decide(
     leadership: Leadership = Leadership(),
     probes: ProbeVerdicts = ProbeVerdicts(),
     draining: bool = False,
+    *,
+    control_plane: ControlPlaneState | None = None,
 ) -> DesiredState:
     """`draining`: the node is leaving gracefully (shutdown, or cordoned within its drain window):
-    advertise as usual, cordon or not, but mark every advertisement so peers move traffic first."""
+    advertise as usual, cordon or not, but mark every advertisement so peers move traffic first.
+    `control_plane`: the control-plane VIP's state (None: cp_enable off); never drained nor blocked by
+    node state (`kvip.core.control_plane`)."""
     decisions: dict[ServiceKey, ServiceDecision] = {}
     problems: list[BadInput] = []
     owners: dict[IPAddress, set[ServiceKey]] = defaultdict(set)
     node_block = node_blocker(config, snapshot.node, draining)
+    reserved = frozenset(control_plane.addresses) if control_plane is not None else frozenset()
 
     for key in sorted(snapshot.services):
         found: list[BadInput] = []
         try:
             decision = decide_service(config, snapshot.services[key], snapshot.endpoints.get(key, ()),
-                                      node_block, leadership, probes, found)
+                                      node_block, leadership, probes, found, reserved)
         except Exception as exc:  # defence in depth: a bug met by one Service costs that Service only
             found.append(internal_error(key, exc))
             decision = ServiceDecision(key, (), False, False, "internal-error")
@@ -111,19 +123,31 @@ def decide(
         # Make-before-break is decided here, not in the BGP backend: the backend renders what it is given.
         advertisements[vip] = Advertisement(vip, frozenset(keys), service_interface(snapshot, keys),
                                             drained(attributes) if draining else attributes, draining=draining)
+    if control_plane is not None:
+        cp, found = control_plane_decision(control_plane, election=config.control_plane_election,
+                                           leader=leadership.is_control_plane_leader,
+                                           address_families=config.address_families)
+        problems.extend(found)
+        decisions[CONTROL_PLANE_KEY] = cp
+        for vip in cp.vips if cp.advertised else ():
+            advertisements[vip] = Advertisement(vip, frozenset(), control_plane=True)
     return DesiredState(advertisements, decisions, tuple(problems))
 
 
 def decide_service(config: DecideConfig, service: ServiceView, endpoints: tuple[EndpointView, ...],
                    node_block: str | None, leadership: Leadership, probes: ProbeVerdicts,
-                   problems: list[BadInput]) -> ServiceDecision | None:
-    """One service's decision (None: not ours), its problems appended to `problems`."""
+                   problems: list[BadInput], reserved: frozenset[IPAddress] = frozenset()
+                   ) -> ServiceDecision | None:
+    """One service's decision (None: not ours), its problems appended to `problems`. `reserved`: the
+    control-plane VIPs, refused to every Service."""
     if not is_handled(config, service, problems):
         return None
     problems.extend(service.refused)
     vips, bad = service_vips(service)
     problems.extend(bad)
     vips = allowed_vips(config, service, vips, problems)
+    if reserved and not reserved.isdisjoint(vips):
+        vips = without_control_plane(service, vips, reserved, problems)
     if any(v.version not in config.address_families for v in vips):
         vips = unreachable_family(config, service, vips, problems)
     if config.bgp_attributes:
@@ -164,6 +188,16 @@ def allowed_vips(config: DecideConfig, service: ServiceView, vips: tuple[IPAddre
         else:
             problems.append(BadInput(service.key, "VIPNotAllowed", f"VIP {vip} {why}; not advertised"))
     return tuple(kept)
+
+
+def without_control_plane(service: ServiceView, vips: tuple[IPAddress, ...], reserved: frozenset[IPAddress],
+                          problems: list[BadInput]) -> tuple[IPAddress, ...]:
+    """A Service cannot take the control-plane VIP: whatever its endpoints, the VIP follows the API servers."""
+    for vip in vips:
+        if vip in reserved:
+            problems.append(BadInput(service.key, "VIPConflict", f"VIP {vip} is the control-plane VIP (cp_enable, "
+                                     "address); not advertised for this Service"))
+    return tuple(v for v in vips if v not in reserved)
 
 
 def internal_error(key: ServiceKey, exc: Exception) -> BadInput:

@@ -124,6 +124,25 @@ class Leadership:
 
     is_global_leader: bool = False
     led_services: frozenset[ServiceKey] = frozenset()
+    is_control_plane_leader: bool = False  # holds the control-plane Lease (cp_namespace/vip_leasename)
+
+
+# The control-plane VIP's entry among the decisions: a key no Service can have (a Service always has a
+# namespace), so status, metrics and audit list it beside the Services and nothing writes to it.
+CONTROL_PLANE_KEY = ServiceKey("", "control-plane")
+
+
+@dataclass(frozen=True)
+class ControlPlaneState:
+    """The control-plane VIP as this node sees it now; one more input of `decide()` (None: cp_enable off).
+
+    `addresses`: the VIP(s) (`address` resolved per dns_mode; empty while a DNS name does not resolve).
+    `healthy`: this node's own kube-apiserver answers its health check (rise/fall applied).
+    `leaving`: the agent is stopping: withdraw at once (no make-before-break drain for the API)."""
+
+    addresses: tuple[IPAddress, ...]
+    healthy: bool
+    leaving: bool = False
 
 
 @dataclass(frozen=True)
@@ -157,6 +176,7 @@ class Advertisement:
     # Make-before-break: still advertised, but marked so peers move traffic away (RFC 8326) before
     # the withdraw. Only the BGP backend can carry the mark; the others advertise as usual.
     draining: bool = False
+    control_plane: bool = False  # the control-plane VIP (its `services` is empty)
 
     @property
     def prefix_len(self) -> int:

@@ -4,7 +4,9 @@ routing-table mode), exported to the fabric by BIRD/FRR.
 Ownership is the pair (table, route protocol): we read, add and delete only routes in our table
 that carry our protocol. A foreign route in our table (another protocol) is never reported, never
 removed, and never replaced — if it occupies a VIP's destination, adding ours fails loudly for that
-VIP alone. A netlink monitor on our table turns any change made behind our back into a hint.
+VIP alone. A netlink monitor on our table turns any change made behind our back into a hint; the
+kernel's echo of a change we just made ourselves is not one (it would cost a whole second pass per
+change), so each request sent is remembered until its echo arrives (`OwnEchoes`).
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ import errno
 import ipaddress
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from pyroute2 import AsyncIPRoute
 
@@ -37,6 +41,8 @@ from kvip.dataplane.netlink_monitor import (
 )
 
 log = logging.getLogger("kvip.routes")
+
+RouteNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _TYPE_NAMES = {v: k for k, v in ROUTE_TYPES.items()}
 
@@ -82,6 +88,7 @@ class RouteTable(DataplaneBase):
         self._batch: RouteBatcher | None = None
         self._seen: dict[tuple[bytes, int, int, int | None], OwnedRoute] = {}
         self._wanted: dict[ipaddress.IPv4Address | ipaddress.IPv6Address, OwnedRoute] = {}
+        self.echoes = OwnEchoes(table, protocol)
 
     # -- Dataplane ---------------------------------------------------------------------------
 
@@ -125,6 +132,9 @@ class RouteTable(DataplaneBase):
     async def apply(self, add: frozenset[OwnedRoute], remove: frozenset[OwnedRoute]) -> None:
         ipr = await self._conn()
         failed: dict[OwnedRoute, str] = {}
+        # An echo of an earlier apply still unseen now was lost (or is late): forgetting it can only
+        # cost one spare pass, while keeping it could hide a foreign change of that same route.
+        self.echoes.clear()
         # A route of ours on the wrong device is replaced: delete first, or the add collides with it.
         replaced_dsts = {r.dst for r in add}
         first = [r for r in remove if r.dst in replaced_dsts]
@@ -139,9 +149,7 @@ class RouteTable(DataplaneBase):
 
     def changes(self) -> AsyncIterator[None]:
         """A hint per burst of route changes in our table (or link changes, which move routes)."""
-        return netlink_hints(self._netns, RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE | RTMGRP_LINK,
-                             lambda msg: msg.get("event", "") in ("RTM_NEWLINK", "RTM_DELLINK")
-                             or msg.get("table") == self.table)
+        return netlink_hints(self._netns, RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE | RTMGRP_LINK, self.echoes.foreign)
 
     async def close(self) -> None:
         if self._batch is not None:
@@ -183,7 +191,10 @@ class RouteTable(DataplaneBase):
             sent.append(route)
         if not requests:
             return
+        # Expected before sending: the monitor may read the echo before the batch returns.
+        self.echoes.expect(add, (r.dst for r in sent))
         codes = await asyncio.to_thread(self._batcher().run, requests)
+        self.echoes.unexpect(add, (r.dst for r, code in zip(sent, codes) if code != 0))  # refused: no echo
         for route, code in zip(sent, codes):
             if code == 0 or (not add and code == errno.ESRCH):
                 continue  # done, or already gone: the goal is reached either way
@@ -191,3 +202,48 @@ class RouteTable(DataplaneBase):
                 failed[route] = "destination already routed in this table by a route we do not own"
             else:
                 failed[route] = f"{command}: {os.strerror(code)}"
+
+
+class OwnEchoes:
+    """The route changes we sent whose netlink notification has not arrived yet.
+
+    `foreign(msg)` says whether one rtnetlink message is a change someone else made: a link change,
+    or a route change in our table that is not the pending echo of one of our own requests (same
+    direction, destination and protocol). Each echo is consumed once, so a foreign delete of a
+    route we just added still counts; the periodic full read-back covers anything this misjudges.
+    """
+
+    def __init__(self, table: int, protocol: int) -> None:
+        self.table = table
+        self.protocol = protocol
+        self._pending: Counter[tuple[bool, RouteNetwork]] = Counter()
+        self.consumed = 0
+
+    def expect(self, add: bool, dsts: Iterable[RouteNetwork]) -> None:
+        self._pending.update((add, dst) for dst in dsts)
+
+    def unexpect(self, add: bool, dsts: Iterable[RouteNetwork]) -> None:
+        self._pending.subtract((add, dst) for dst in dsts)
+        self._pending = +self._pending  # drop the zeros
+
+    def clear(self) -> None:
+        self._pending.clear()
+
+    def foreign(self, msg: Mapping[str, Any]) -> bool:
+        event = msg.get("event", "")
+        if event in ("RTM_NEWLINK", "RTM_DELLINK"):
+            return True
+        if msg.get("table") != self.table:
+            return False
+        dst = msg.get("dst")
+        if event not in ("RTM_NEWROUTE", "RTM_DELROUTE") or dst is None or msg.get("proto") != self.protocol:
+            return True
+        key = (event == "RTM_NEWROUTE", ipaddress.ip_network((dst, msg.get("dst_len", 0)), strict=False))
+        if self._pending[key] <= 0:
+            self._pending.pop(key, None)
+            return True
+        self._pending[key] -= 1
+        if not self._pending[key]:
+            del self._pending[key]
+        self.consumed += 1
+        return False

@@ -33,13 +33,18 @@ class Rule:
 
 
 LEASE_VERBS = ("create", "get", "list", "update")
+# The agent also renews its heartbeat Lease with a merge patch (no get first: kvip issue #21).
+AGENT_LEASE_VERBS = ("create", "get", "list", "patch", "update")
 
 
-def agent_rules(*, election: str) -> tuple[Rule, ...]:
+def agent_rules(*, election: str, control_plane: bool = False, on_demand: bool = False) -> tuple[Rule, ...]:
     """What `kvip agent` calls: reflectors, status writes, Events, heartbeat (and election) Leases.
 
-    Leases: the heartbeat (and the global election's Lease) live in the agent's namespace, so a Role
-    there; per-service election needs Leases in every Service's namespace, so only then a ClusterRole.
+    Leases: the heartbeat (and the global election's Lease, and with `control_plane` the control-plane
+    VIP's Lease vip_leasename) live in the agent's namespace (cp_namespace), so a Role there; per-service
+    election, and `on_demand` (per_service_election_on_demand: a Lease for each Service annotated
+    kube-vip.io/forcePerServiceElection, in its namespace), need Leases in any namespace: only then a ClusterRole.
+    `control_plane` is the elected control-plane VIP only: anycast (no election) needs no Lease of its own.
     """
     if election not in ELECTIONS:
         raise UnknownElection(f"election must be one of {ELECTIONS}, not {election!r}")
@@ -51,12 +56,12 @@ def agent_rules(*, election: str) -> tuple[Rule, ...]:
         # Events go to each Service's namespace; patch raises the count of a repeated Event.
         Rule("", "events", ("create", "patch")),
     ]
-    if election == "service":
-        rules.append(Rule("coordination.k8s.io", "leases", LEASE_VERBS))
-    elif election == "global":
-        rules.append(Rule("coordination.k8s.io", "leases", LEASE_VERBS, own_namespace=True))
-    else:  # the heartbeat Lease only: no list
-        rules.append(Rule("coordination.k8s.io", "leases", ("create", "get", "update"), own_namespace=True))
+    if election == "service" or on_demand:
+        rules.append(Rule("coordination.k8s.io", "leases", AGENT_LEASE_VERBS))
+    elif election == "global" or control_plane:
+        rules.append(Rule("coordination.k8s.io", "leases", AGENT_LEASE_VERBS, own_namespace=True))
+    else:  # the heartbeat Lease only: created once, then patched
+        rules.append(Rule("coordination.k8s.io", "leases", ("create", "patch"), own_namespace=True))
     return tuple(sorted(rules))
 
 

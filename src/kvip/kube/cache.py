@@ -1,6 +1,8 @@
 """The agent's view of the cluster: three reflectors and the snapshot `decide()` reads.
 
-Owns the Service, EndpointSlice and (this) Node reflectors and nothing else. `snapshot()` turns
+Owns the Service, EndpointSlice and (this) Node reflectors and nothing else; with `services=False`
+(svc_enable=false: the control-plane VIP alone) only the Node's, so no Service or EndpointSlice is
+listed or watched at all. `snapshot()` turns
 their stores into one immutable `ClusterSnapshot`; it is rebuilt only when a store changed since the
 last call, so a burst of triggers costs one grouping pass, not one per event.
 """
@@ -30,9 +32,10 @@ class ClusterCache:
         on_change: Callable[[str], None],
         resync_period: float = 30.0,
         namespace: str | None = None,
+        services: bool = True,
     ) -> None:
         """`namespace`: watch Services and EndpointSlices of that namespace only (kube-vip's svc_namespace,
-        one agent per tenant with a Role there); None: every namespace."""
+        one agent per tenant with a Role there); None: every namespace. `services`: False = this Node only."""
         self.node_name = node_name
         self._generation = 0
         self._snapshot: ClusterSnapshot | None = None
@@ -57,7 +60,7 @@ class ClusterCache:
             client, Node, name="nodes", convert=convert.node_entry, key_of=convert.node_name,
             on_change=changed, resync_period=resync_period, fields={"metadata.name": node_name},
         )
-        self.reflectors = (self.services, self.slices, self.node)
+        self.reflectors = (self.services, self.slices, self.node) if services else (self.node,)
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:

@@ -36,11 +36,12 @@ from kvip.core.election_rules import (
     service_lease_key,
     spread_delay,
 )
+from kvip.kube.client import ApiEndpoint, BootstrapCredentials, local_endpoint, make_client
 from kvip.kube.errors import ApiFailure, classify, describe
 from kvip.kube.resources import Lease
 
 __all__ = ["CONCURRENCY", "ElectionConfigError", "LeaseElector", "LeaseKey", "LeaseState", "LeaseTiming",
-           "micro_time", "service_lease_key"]
+           "agent_clients", "elector_client", "local_endpoint", "micro_time", "request_timeout", "service_lease_key"]
 
 log = logging.getLogger("kvip.election")
 
@@ -51,6 +52,31 @@ RELEASE_ATTEMPTS = 3
 def micro_time(now: dt.datetime | None = None) -> str:
     """RFC 3339 with microseconds, as Kubernetes' MicroTime serializes."""
     return (now or dt.datetime.now(dt.timezone.utc)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def request_timeout(timing: LeaseTiming) -> float:
+    """How long one elector request may take: half of what is left between renewing (at
+    `renew_after`) and the renew deadline, so a request that hangs still leaves time for another."""
+    return max(0.5, (timing.renew_deadline - timing.renew_after) / 2)
+
+
+def elector_client(kubeconfig: str | None, timing: LeaseTiming,
+                   credentials: BootstrapCredentials | None = None, server: str | None = None) -> AsyncClient:
+    """The elector's own client: its own connection pool, so renewals never queue behind the agent's
+    list/watch and status traffic (kube-vip #1316), and its own timeouts, bounded by the Lease timing
+    (Lease lists are small; the shared client allows 30 s reads for big Service lists)."""
+    seconds = request_timeout(timing)
+    return make_client(kubeconfig, request_timeout=seconds, read_timeout=seconds, credentials=credentials,
+                       server=server)
+
+
+def agent_clients(api: ApiEndpoint, timing: LeaseTiming) -> tuple[AsyncClient, AsyncClient]:
+    """An agent's two clients: the shared one (list/watch, status, Events) and the elector's. One
+    bootstrap fall-back (super-admin.conf) is shared by both; the elector's own pool and timeouts keep
+    renewals from queueing behind list/watch traffic (kube-vip #1316)."""
+    credentials = BootstrapCredentials.for_kubeconfig(api.kubeconfig, api.server)
+    return (make_client(api.kubeconfig, credentials=credentials, server=api.server),
+            elector_client(api.kubeconfig, timing, credentials, api.server))
 
 
 class LeaseElector:
@@ -71,6 +97,11 @@ class LeaseElector:
         self._wake = asyncio.Event()
         self._failing = False
         self.requests = 0  # API requests sent, for the benchmark and metrics
+
+    @property
+    def client(self) -> AsyncClient:
+        """The client the elector's requests go out on (its own in an agent: see `elector_client`)."""
+        return self._client
 
     # -- what the agent sees -------------------------------------------------------------------
 

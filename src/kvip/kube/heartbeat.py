@@ -1,19 +1,29 @@
-"""Each agent's published view: one small Lease per node carrying what it advertises right now.
+"""Each agent's published view: one small Lease per node saying how many VIPs it advertises, and which.
 
-`kvip audit` reads these to compare, for every VIP, the nodes that should advertise it with the nodes
-that say they do, without reaching any node. Written only when the advertised set changes or the
+"Which" is a digest, not a list: the Lease is rewritten whole in etcd on every renewal, so a list of
+10,000 VIPs cost 347 KB per node every resync period (kvip issue #21). The Lease holds the count and a
+digest of the advertised and of the desired set, the mode, and the few VIPs where the two differ (at
+most MAX_LISTED each way), so its size does not grow with the VIP count. `kvip audit` recomputes
+each node's expected set with decide() and checks it against the digests (`resolve_advertised`).
+
+Renewal is one merge PATCH of spec.renewTime (plus the annotations that changed), no GET first; the
+Lease is created on 404. Written when the view changes (at most once per MIN_INTERVAL) or when the
 heartbeat is due (every resync period); a failure to write is logged once and never affects routes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from lightkube import AsyncClient
+from lightkube.types import PatchType
 
 from kvip.kube.election import micro_time
 from kvip.kube.errors import ApiFailure, classify, describe
@@ -21,16 +31,96 @@ from kvip.kube.resources import Lease
 
 log = logging.getLogger("kvip.heartbeat")
 
-ADVERTISED_ANNOTATION = "kvip.io/advertised"
-DESIRED_ANNOTATION = "kvip.io/desired"
+ADVERTISED_COUNT = "kvip.io/advertised-count"
+ADVERTISED_DIGEST = "kvip.io/advertised-digest"
+DESIRED_COUNT = "kvip.io/desired-count"
+DESIRED_DIGEST = "kvip.io/desired-digest"
+MISSING_ANNOTATION = "kvip.io/missing"  # desired but not advertised
+EXTRA_ANNOTATION = "kvip.io/extra"  # advertised but not desired
 MODE_ANNOTATION = "kvip.io/mode"
+# Written by kvip before issue #21 (the full JSON lists): read for rolling upgrades, removed on first write.
+LEGACY_ADVERTISED = "kvip.io/advertised"
+LEGACY_DESIRED = "kvip.io/desired"
 NODE_LEASE_PREFIX = "kvip-node-"
 LABEL = "kvip.io/heartbeat"
 MIN_INTERVAL = 1.0
+MAX_LISTED = 16
+DIGEST_HEX = 32  # 128 bits of sha256: collisions are not a concern at any cluster's VIP count
 
 
 def node_lease_name(node: str) -> str:
     return f"{NODE_LEASE_PREFIX}{node}"
+
+
+@dataclass(frozen=True)
+class VipSetDigest:
+    count: int
+    digest: str
+
+    @classmethod
+    def of(cls, vips: Iterable[str]) -> VipSetDigest:
+        unique = sorted(set(vips))
+        return cls(len(unique), hashlib.sha256("\n".join(unique).encode()).hexdigest()[:DIGEST_HEX])
+
+    def matches(self, vips: Collection[str]) -> bool:
+        return self == VipSetDigest.of(vips)
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """What one heartbeat Lease says; `missing`/`extra` are cut to MAX_LISTED (the digests tell)."""
+
+    advertised: VipSetDigest
+    desired: VipSetDigest
+    missing: tuple[str, ...] = ()
+    extra: tuple[str, ...] = ()
+    mode: str = ""
+
+    @classmethod
+    def of(cls, advertised: Iterable[str], desired: Iterable[str], *, mode: str = "") -> NodeView:
+        have, want = set(advertised), set(desired)
+        return cls(VipSetDigest.of(have), VipSetDigest.of(want), tuple(sorted(want - have)[:MAX_LISTED]),
+                   tuple(sorted(have - want)[:MAX_LISTED]), mode)
+
+    def annotations(self) -> dict[str, str]:
+        return {ADVERTISED_COUNT: str(self.advertised.count), ADVERTISED_DIGEST: self.advertised.digest,
+                DESIRED_COUNT: str(self.desired.count), DESIRED_DIGEST: self.desired.digest,
+                MISSING_ANNOTATION: json.dumps(list(self.missing)), EXTRA_ANNOTATION: json.dumps(list(self.extra)),
+                MODE_ANNOTATION: self.mode}
+
+
+class UnreadableHeartbeat(ValueError):
+    pass
+
+
+def _vips(text: str) -> tuple[str, ...]:
+    value = json.loads(text)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise UnreadableHeartbeat(f"not a list of VIPs: {text[:80]!r}")
+    return tuple(value)
+
+
+def view_from_annotations(annotations: Mapping[str, str]) -> NodeView:
+    """The inverse of `NodeView.annotations`; a Lease written before issue #21 (full lists) reads the same."""
+    try:
+        if ADVERTISED_DIGEST not in annotations and LEGACY_ADVERTISED in annotations:
+            return NodeView.of(_vips(annotations[LEGACY_ADVERTISED]), _vips(annotations.get(LEGACY_DESIRED, "[]")),
+                               mode=annotations.get(MODE_ANNOTATION, ""))
+        return NodeView(VipSetDigest(int(annotations[ADVERTISED_COUNT]), annotations[ADVERTISED_DIGEST]),
+                        VipSetDigest(int(annotations[DESIRED_COUNT]), annotations[DESIRED_DIGEST]),
+                        _vips(annotations.get(MISSING_ANNOTATION, "[]")), _vips(annotations.get(EXTRA_ANNOTATION, "[]")),
+                        annotations.get(MODE_ANNOTATION, ""))
+    except (KeyError, ValueError) as exc:
+        raise UnreadableHeartbeat(str(exc)) from exc
+
+
+def resolve_advertised(view: NodeView, expected: Collection[str]) -> frozenset[str] | None:
+    """The set this node advertises, given the set the audit expects of it; None when the Lease cannot
+    pin it down (the node's own desired set differs from `expected` where it advertises, or more than
+    MAX_LISTED VIPs differ). The expected set corrected by the node's missing/extra lists counts only
+    if the advertised digest confirms it, so the answer is never a wrong set."""
+    candidate = (frozenset(expected) - set(view.missing)) | set(view.extra)
+    return candidate if view.advertised.matches(candidate) else None
 
 
 class HeartbeatPublisher:
@@ -40,14 +130,15 @@ class HeartbeatPublisher:
         self._namespace = namespace
         self._mode = mode
         self._period = period
-        self._pending: tuple[tuple[str, ...], tuple[str, ...]] | None = None
-        self._published: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+        self._pending: NodeView | None = None
+        self._published: NodeView | None = None
+        self._written: dict[str, str] | None = None  # the annotations the Lease holds, as far as we know
         self._last_write = 0.0
         self._wake = asyncio.Event()
         self._warned = False
 
     def report(self, advertised: Iterable[str], desired: Iterable[str]) -> None:
-        self._pending = (tuple(sorted(advertised)), tuple(sorted(desired)))
+        self._pending = NodeView.of(advertised, desired, mode=self._mode)
         if self._pending != self._published:
             self._wake.set()
 
@@ -55,7 +146,7 @@ class HeartbeatPublisher:
         while True:
             try:
                 await asyncio.wait_for(self._wake.wait(), self._period)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._wake.clear()
             if self._pending is None:
@@ -64,13 +155,11 @@ class HeartbeatPublisher:
             if self._pending == self._published and since < self._period:
                 continue
             if since < MIN_INTERVAL:
-                # A burst of changes becomes one write: the audit reads a settled view, and a busy node
-                # does not turn every reconcile into an API write of its whole VIP list.
+                # A burst of changes becomes one write: the audit reads a settled view.
                 await asyncio.sleep(MIN_INTERVAL - since)
                 self._wake.clear()
             try:
-                await self._write(self._pending)
-                self._published = self._pending
+                await self.renew()
                 self._last_write = time.monotonic()
                 self._warned = False
             except asyncio.CancelledError:
@@ -80,24 +169,33 @@ class HeartbeatPublisher:
                     log.warning("cannot publish heartbeat Lease (%s); routes are unaffected", describe(exc))
                     self._warned = True
 
-    async def _write(self, view: tuple[tuple[str, ...], tuple[str, ...]]) -> None:
+    async def renew(self) -> None:
+        """One write of the latest reported view: a merge PATCH, or a create when the Lease is gone."""
+        view = self._pending
+        if view is None:
+            return
         name = node_lease_name(self._node)
-        body = {
-            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-            "metadata": {
-                "name": name, "namespace": self._namespace, "labels": {LABEL: "true"},
-                "annotations": {ADVERTISED_ANNOTATION: json.dumps(list(view[0])),
-                                DESIRED_ANNOTATION: json.dumps(list(view[1])), MODE_ANNOTATION: self._mode},
-            },
-            "spec": {"holderIdentity": self._node, "leaseDurationSeconds": int(max(1, 3 * self._period)),
-                     "renewTime": micro_time()},
-        }
+        annotations = view.annotations()
+        patch: dict[str, Any] = {"spec": {"renewTime": micro_time()}}
+        if self._written is None:
+            # First write of this process: also set what a Lease left by an older kvip may lack or hold.
+            patch["metadata"] = {"labels": {LABEL: "true"},
+                                 "annotations": {LEGACY_ADVERTISED: None, LEGACY_DESIRED: None, **annotations}}
+            patch["spec"].update(self._identity())
+        elif changed := {k: v for k, v in annotations.items() if self._written.get(k) != v}:
+            patch["metadata"] = {"annotations": changed}
         try:
-            current = await self._client.get(Lease, name, namespace=self._namespace)
+            await self._client.patch(Lease, name, patch, namespace=self._namespace, patch_type=PatchType.MERGE)
         except Exception as exc:
             if classify(exc) is not ApiFailure.NOT_FOUND:
                 raise
+            body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                    "metadata": {"name": name, "namespace": self._namespace, "labels": {LABEL: "true"},
+                                 "annotations": annotations},
+                    "spec": {**self._identity(), "renewTime": patch["spec"]["renewTime"]}}
             await self._client.create(Lease(body), namespace=self._namespace)
-            return
-        body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-        await self._client.replace(Lease(body), namespace=self._namespace)
+        self._written = annotations
+        self._published = view
+
+    def _identity(self) -> dict[str, Any]:
+        return {"holderIdentity": self._node, "leaseDurationSeconds": int(max(1, 3 * self._period))}

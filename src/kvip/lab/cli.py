@@ -26,6 +26,8 @@ def add_lab_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scenario", default="all", help=f"play the story up to this step: all, {', '.join(STEP_NAMES)}")
     parser.add_argument("--mode", default="table", choices=["table", "arp", "bgp"])
     parser.add_argument("--election", default="none", choices=["none", "global", "service"])
+    parser.add_argument("--controlplane", action="store_true",
+                        help="the control-plane VIP story: 3 API servers behind one VIP, a kubectl client, failovers")
     parser.add_argument("--keep", action="store_true", help="leave the lab up at the end (Ctrl-C tears it down)")
     parser.add_argument("--no-tty", action="store_true", help="plain output, no live view (CI)")
     parser.add_argument("--resync-period", type=float, default=5.0)
@@ -56,6 +58,16 @@ def run_lab(args: argparse.Namespace) -> int:
         print("kvip lab needs root: it creates network namespaces and routes inside them. Run it with sudo.",
               file=sys.stderr)
         return 2
+    if args.controlplane:
+        from kvip.lab.topology import cleanup_stale
+
+        cleanup_stale()
+        workdir = Path(args.workdir or tempfile.mkdtemp(prefix="kvip-lab-"))
+        try:
+            return asyncio.run(_control_plane_lab(args, workdir))
+        except KeyboardInterrupt:
+            print("\ninterrupted: lab torn down")
+            return 130
     if (args.mode == "arp" and args.election == "none") or (args.mode == "bgp" and args.election != "none"):
         why = ("ARP mode needs --election global or service" if args.mode == "arp"
                else "the BGP lab plays the anycast story (BGP with an election is covered by the tests)")
@@ -103,6 +115,31 @@ async def _failover_lab(args: argparse.Namespace, workdir: Path) -> int:
             out.say(f"\nlab kept up (kubeconfig {workdir / 'admin.kubeconfig'}); Ctrl-C tears it down.")
             await asyncio.Event().wait()
         return 0 if ok == len(outcomes) else 1
+    finally:
+        out.close()
+        await lab.stop()
+
+
+async def _control_plane_lab(args: argparse.Namespace, workdir: Path) -> int:
+    """`--controlplane`: see kvip.lab.cp_story."""
+    from kvip.lab.control_plane import ControlPlaneLab, CpMode
+    from kvip.lab.cp_story import play_control_plane, probe_kind
+
+    out = _Output(live=False)
+    lab = ControlPlaneLab(CpMode(args.mode), workdir, resync_period=args.resync_period)
+    out.say(f"starting lab in {workdir}: 3 control-plane nodes (each its own API server on :6443, TLS), "
+            f"{args.mode} mode, a client namespace running {probe_kind()} against {lab.url}")
+    await lab.start()
+    try:
+        await lab.start_agents()
+        outcomes, checker = await play_control_plane(lab, out.say, max(args.step_timeout, 30.0))
+        ok = sum(o.error is None for o in outcomes) + (checker.max_holders == 1)
+        out.say(f"\n{ok}/{len(outcomes) + 1} checks passed")
+        if args.keep:
+            out.say(f"\nlab kept up: ip netns exec {lab.client_netns} kubectl --kubeconfig "
+                    f"{workdir / 'client.kubeconfig'} get --raw /livez; Ctrl-C tears it down.")
+            await asyncio.Event().wait()
+        return 0 if ok == len(outcomes) + 1 else 1
     finally:
         out.close()
         await lab.stop()

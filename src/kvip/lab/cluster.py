@@ -139,8 +139,14 @@ class LabCluster:
             raise LabError("lab not started")
         return self.topology.node(node_name)
 
-    def agent_environment(self, node_name: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    def agent_environment(self, node_name: str, extra: Mapping[str, str] | None = None, *,
+                          only: bool = False) -> dict[str, str]:
+        """The lab's defaults, `agent_env`, then `extra`; with `only`, `extra` alone beside what the lab
+        must place (kubeconfig path, status socket), e.g. a kube-vip manifest's env applied unchanged."""
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "PYTHONPATH", "HOME", "LANG")}
+        if only:
+            return {**env, "k8s_config_file": str(self.kubeconfig_path(node_name)),
+                    "kvip_status_socket": str(self.status_socket(node_name)), **(extra or {})}
         env.update(
             {
                 "vip_nodename": node_name,
@@ -158,7 +164,7 @@ class LabCluster:
         return env
 
     def start_agent(self, node_name: str, *, env: Mapping[str, str] | None = None,
-                    args: Iterable[str] = ()) -> AgentProcess:
+                    args: Iterable[str] = (), env_only: bool = False) -> AgentProcess:
         node = self.node(node_name)
         if node_name in self.agents and self.agents[node_name].running:
             raise LabError(f"agent on {node_name} already running")
@@ -166,7 +172,7 @@ class LabCluster:
         log = open(log_path, "ab")
         process = popen_in_netns(
             node.netns, [sys.executable, "-m", "kvip", "agent", *args],
-            env=self.agent_environment(node_name, env), stdout=log, stderr=subprocess.STDOUT,
+            env=self.agent_environment(node_name, env, only=env_only), stdout=log, stderr=subprocess.STDOUT,
         )
         log.close()
         agent = AgentProcess(node, process, log_path)

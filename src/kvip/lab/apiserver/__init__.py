@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import ssl
 import threading
-from collections.abc import Iterable, Mapping
+from base64 import b64encode
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -21,11 +23,12 @@ import yaml
 from aiohttp import web
 
 from kvip.lab.apiserver.kinds import BY_PLURAL
+from kvip.lab.apiserver.listeners import ListenerError, Listeners
 from kvip.lab.apiserver.requestlog import WRITE_VERBS, RequestRecord
 from kvip.lab.apiserver.server import ApiApp, Policy
 from kvip.lab.apiserver.store import Store, StoreError
 
-__all__ = ["WRITE_VERBS", "RequestRecord", "StandIn", "StandInThread", "StoreError", "run_standalone"]
+__all__ = ["WRITE_VERBS", "ListenerError", "RequestRecord", "StandIn", "StandInThread", "StoreError", "run_standalone"]
 
 READ_VERBS = ("get", "list", "watch")
 
@@ -42,6 +45,9 @@ class StandIn:
         self._bind: tuple[str, int] | None = None
         self._spare_sock: socket.socket | None = None
         self._refuser: asyncio.Server | None = None
+        # One store, several API servers: a listener per control-plane node (see listeners.py).
+        self.listeners = Listeners(self.api.app)
+        self.api.listener_health = self.listeners.health_of
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -76,7 +82,8 @@ class StandIn:
                 _Refuse, sock=self._spare_sock.dup())
 
     async def close(self) -> None:
-        """Stop for good: also release the listening socket."""
+        """Stop for good: also release the listening socket (and every extra listener's)."""
+        await self.listeners.close()
         await self.stop()
         if self._refuser is not None:
             self._refuser.close()
@@ -95,6 +102,24 @@ class StandIn:
             await self.start(sock=self._spare_sock)
         elif self._bind is not None:
             await self.start(self._bind[0], self._bind[1])
+
+    # -- per-node listeners ("each control-plane node's own API server") ----------------------
+
+    async def add_listener(self, name: str, open_socket: Callable[[], socket.socket],
+                           ssl_context: ssl.SSLContext | None = None) -> None:
+        """Serve the same store on another socket (made by `open_socket`, again at each restart)."""
+        await self.listeners.add(name, open_socket, ssl_context)
+
+    async def stop_listener(self, name: str) -> None:
+        """That API server dies: its socket closes (connection refused), its connections end."""
+        await self.listeners.stop(name)
+
+    async def start_listener(self, name: str) -> None:
+        await self.listeners.start(name)
+
+    def set_listener_health(self, name: str, health: str) -> None:
+        """"ok", "unhealthy" (its /livez answers 503) or "no-quorum" (every request on it fails)."""
+        self.listeners.set_health(name, health)
 
     @property
     def resource_version(self) -> int:
@@ -118,19 +143,23 @@ class StandIn:
 
     # -- kubeconfig --------------------------------------------------------------------------
 
-    def kubeconfig(self, *, token: str | None = None, server: str | None = None, user: str = "kvip") -> dict[str, Any]:
+    def kubeconfig(self, *, token: str | None = None, server: str | None = None, user: str = "kvip",
+                   ca_pem: bytes | None = None) -> dict[str, Any]:
         credentials: dict[str, Any] = {"token": token} if token else {}
+        cluster: dict[str, Any] = {"server": server or self.url}
+        if ca_pem is not None:
+            cluster["certificate-authority-data"] = b64encode(ca_pem).decode()
         return {
             "apiVersion": "v1", "kind": "Config", "current-context": "kvip-lab",
-            "clusters": [{"name": "kvip-lab", "cluster": {"server": server or self.url}}],
+            "clusters": [{"name": "kvip-lab", "cluster": cluster}],
             "users": [{"name": user, "user": credentials}],
             "contexts": [{"name": "kvip-lab", "context": {"cluster": "kvip-lab", "user": user, "namespace": "default"}}],
         }
 
     def write_kubeconfig(self, path: str | os.PathLike[str], *, token: str | None = None,
-                         server: str | None = None) -> Path:
+                         server: str | None = None, ca_pem: bytes | None = None) -> Path:
         target = Path(path)
-        target.write_text(yaml.safe_dump(self.kubeconfig(token=token, server=server)))
+        target.write_text(yaml.safe_dump(self.kubeconfig(token=token, server=server, ca_pem=ca_pem)))
         target.chmod(0o600)
         return target
 
@@ -194,9 +223,16 @@ class StandIn:
     def set_latency(self, seconds: float) -> None:
         self.policy.latency = float(seconds)
 
+    def set_resource_latency(self, resource: str, seconds: float) -> None:
+        """Delay every request on one resource (plural) only: slow Service lists beside fast Leases."""
+        if resource not in BY_PLURAL:
+            raise ValueError(f"unknown resource {resource!r}")
+        self.policy.resource_latency[resource] = float(seconds)
+
     def clear_faults(self) -> None:
         self.policy.denied.clear()
         self.policy.latency = 0.0
+        self.policy.resource_latency.clear()
         self.store.drops.clear()
 
 

@@ -26,6 +26,7 @@ class Policy:
     # user → the only grants it has, like Roles and ClusterRoles bound to that user; absent = no limit
     allowed: dict[str, set[Grant]] = field(default_factory=dict)
     latency: float = 0.0
+    resource_latency: dict[str, float] = field(default_factory=dict)  # plural → extra seconds per request
     bookmark_interval: float = 5.0
     fresh_wait: float = FRESH_WAIT_SECONDS  # how long a list waits for a resourceVersion not reached yet
     gzip_threshold: int = GZIP_THRESHOLD

@@ -23,7 +23,7 @@ class RequestRecord:
     verb: str  # get, list, watch, create, update, patch, delete; "" when not a resource request
     status: int
     bytes_in: int  # request body
-    bytes_out: int  # response as written on the wire (headers and chunk framing included)
+    bytes_out: int  # response as written on the wire: headers, body (gzip-compressed when negotiated), chunk framing
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -114,7 +114,8 @@ class ApiApp:
         self.control = control  # the StandIn handle, for the fault control API
         self.requests: Counter[str] = Counter()
         self.log = RequestLog()
-        self.app = web.Application(middlewares=[self._record, self._gzip, self._latency], client_max_size=64 * 1024 * 1024)
+        self.listener_health: Any = lambda _request: "ok"  # set by StandIn: its per-node listeners
+        self.app = web.Application(middlewares=[self._record, self._listener_gate, self._gzip, self._latency], client_max_size=64 * 1024 * 1024)
         r = self.app.router
         r.add_get("/api", _static(api_versions))
         r.add_get("/apis", _static(api_group_list))
@@ -152,6 +153,17 @@ class ApiApp:
         finally:
             self.log.add(method=request.method, path=request.path, resource=request.get(_RESOURCE, ""),
                          verb=request.get(_VERB, ""), status=status, bytes_in=bytes_in, bytes_out=bytes_out)
+
+    @web.middleware
+    async def _listener_gate(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        # A control-plane node's own listener (lab/apiserver/listeners.py): "unhealthy" fails its /livez;
+        # "no-quorum" (cut off from etcd) fails every request on it.
+        health = self.listener_health(request)
+        if health == "no-quorum" or (health == "unhealthy" and request.path == "/livez"):
+            if request.path in ("/livez", "/readyz", "/healthz"):
+                return web.Response(status=503, text="[-]etcd failed: reason withheld\nlivez check failed")
+            return error(503, "ServiceUnavailable", "etcdserver: request timed out (lab: no quorum)")
+        return await handler(request)
 
     @web.middleware
     async def _gzip(self, request: web.Request, handler: Any) -> web.StreamResponse:
@@ -214,6 +226,8 @@ class ApiApp:
         self.requests[verb] += 1
         resource = target.kind.plural + (f"/{target.subresource}" if target.subresource else "")
         request[_RESOURCE], request[_VERB] = resource, verb
+        if delay := self.policy.resource_latency.get(target.kind.plural):
+            await asyncio.sleep(delay)
         if self.policy.is_denied(user, target.kind.group, resource, verb, target.namespace):
             return self._forbidden(user, verb, target)
         try:
@@ -322,16 +336,18 @@ class ApiApp:
                     watcher.offer(event)
         response = web.StreamResponse(headers={"Content-Type": JSON, "Cache-Control": "no-cache"})
         response.enable_chunked_encoding()
-        await response.prepare(request)
         if expired:
+            await response.prepare(request)
             gone = status_body(410, "Expired", f"too old resource version: {since} ({self.store.compacted_rv})")
             await response.write((_dumps({"type": "ERROR", "object": gone}) + "\n").encode())
             return response
+        # Registered before the first await: a write while the stream opens is queued, not lost.
         self.store.watchers.add(watcher)
         bookmarks = request.query.get("allowWatchBookmarks") in ("true", "1")
         timeout = float(request.query.get("timeoutSeconds") or 1800)
         deadline = time.monotonic() + timeout
         try:
+            await response.prepare(request)
             while (left := deadline - time.monotonic()) > 0:
                 wait = min(left, self.policy.bookmark_interval) if bookmarks else left
                 try:

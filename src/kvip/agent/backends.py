@@ -1,0 +1,54 @@
+"""The dataplane backends of an agent's mode (routes, ARP/NDP, BGP), built from its configuration."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from kvip.config.agent import AgentConfig, Mode
+from kvip.dataplane.base import Dataplane
+
+
+class AgentError(Exception):
+    """The agent cannot start with this configuration on this machine."""
+
+
+def default_backends(config: AgentConfig, on_conflict: Callable[[Any, str], None]) -> list[Dataplane[Any]]:
+    if config.mode is Mode.TABLE:
+        from kvip.dataplane.routes import RouteTable
+
+        routes = config.route_table
+        return [RouteTable(table=routes.table, protocol=routes.protocol, interface=routes.interface,
+                           route_type=routes.route_type)]
+    if config.mode is Mode.ARP:
+        from kvip.dataplane.arp import ArpBackend
+
+        arp = config.arp
+        return [ArpBackend(interface=arp.interface or default_route_interface(), protocol=arp.protocol,
+                           arp_rate=arp.rate, on_conflict=on_conflict)]
+    if config.mode is Mode.BGP and config.bgp is not None:
+        from kvip.dataplane.bird.speaker import BgpSpeaker
+
+        return [BgpSpeaker(config.bgp)]
+    raise AgentError(f"mode {config.mode.value!r} has no settings")
+
+
+def default_route_interface() -> str:
+    """kube-vip's default for layer 2: the interface of the IPv4 default route."""
+    import concurrent.futures
+
+    # pyroute2's IPRoute runs an event loop of its own, which cannot start inside the agent's running one.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(_default_route_interface).result()
+
+
+def _default_route_interface() -> str:
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        for route in ipr.get_default_routes(family=socket.AF_INET):
+            index = route.get("RTA_OIF")
+            if index:
+                return ipr.get_links(index)[0].get("IFLA_IFNAME")
+    raise AgentError("vip_arp=true but no vip_interface given and no IPv4 default route to take it from")
