@@ -1,20 +1,24 @@
-"""Convergence and resync cost of one real agent against the API stand-in (issue 3's benchmark).
+"""Convergence cost of one real agent against the API stand-in (kvip issues #3 and #21).
 
 Measures, in one run on this machine:
-  1. API change → kernel route latency (p50/p99) with 1,000 LoadBalancer services: an EndpointSlice
-     is rewritten so the endpoint leaves the node, and we time until netlink reports the route gone
-     (`ip monitor route` in the node namespace, timestamps taken as lines arrive), then back.
-  2. Full resync cost at 10,000 services / 30,000 EndpointSlices: CPU seconds the agent process
-     spends on one forced relist + reconcile, and its peak RSS (VmHWM).
-The stand-in's own cost (bench_apiserver.py) is the floor these figures sit on.
+  1. EndpointSlice change → kernel route latency (p50/p99) at 1,000 and 10,000 LoadBalancer services:
+     a slice is rewritten so the endpoint leaves the node, and we time until netlink reports the route
+     gone (`ip monitor route` in the node namespace, timestamps taken as lines arrive), then back. Also
+     the agent's CPU per change (/proc, over the whole sample loop) and reconcile passes per change
+     (`passes` of /status, read once before and once after over the agent's local unix socket).
+  2. First sync of Services that have no status yet (VIP in the kube-vip annotation): time until every
+     status is written, and the PATCHes the stand-in served (`StandIn.request_log`), at 1k/2k/10k.
+  3. The gen-2 GC pause over a 10,000-service cache, before and after `gc.freeze()` (in this process).
+`--agent-src DIR` runs the agent from another tree's src/ (the code before a change: `git archive HEAD`).
 
-Run as root: python3 bench/bench_convergence.py [--services 1000] [--big-services 10000]
+Run as root: python3 bench/bench_convergence.py [--sizes 1000,10000] [--sync-sizes 1000,2000,10000]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import statistics
@@ -27,8 +31,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from kvip.lab.cluster import LabCluster  # noqa: E402
-from kvip.lab.objects import Endpoint, endpoint_slice, load_balancer_service  # noqa: E402
+from kvip.lab.apiserver import WRITE_VERBS
+from kvip.lab.cluster import LabCluster
+from kvip.lab.objects import Endpoint, endpoint_slice, load_balancer_service
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -70,10 +75,11 @@ class RouteMonitor:
         self.proc.terminate()
 
 
-def populate(lab: LabCluster, services: int, slices_per_service: int, node: str, policy: str) -> None:
+def populate(lab: LabCluster, services: int, slices_per_service: int, node: str, policy: str,
+             via: str = "ingress") -> None:
     for i in range(services):
         name = f"svc-{i}"
-        lab.api.create(load_balancer_service(name, vips=[vip(i)], external_traffic_policy=policy))
+        lab.api.create(load_balancer_service(name, vips=[vip(i)], external_traffic_policy=policy, via=via))
         for s in range(slices_per_service):
             lab.api.create(endpoint_slice(name, [Endpoint(f"10.244.{s}.{i % 250 + 1}", node)],
                                           name=f"{name}-{s}"))
@@ -84,28 +90,35 @@ def proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def proc_peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def agent_status(lab: LabCluster, node: str) -> dict:
-    out = subprocess.run(["ip", "netns", "exec", lab.node(node).netns, "curl", "-s", "http://127.0.0.1:2112/status"],
+def agent_passes(lab: LabCluster, node: str) -> int:
+    """From /status over the agent's own unix socket (never polled in a loop: it costs the agent CPU)."""
+    out = subprocess.run(["curl", "-s", "--unix-socket", str(lab.status_socket(node)), "http://agent/status"],
                          check=True, capture_output=True, text=True).stdout
-    return json.loads(out)
+    return int(json.loads(out)["passes"])
 
 
-async def bench_latency(services: int, samples: int, workdir: Path) -> dict:
-    async with LabCluster(("node-a",), workdir=workdir / "latency", resync_period=30.0) as lab:
+def pct(values: list[float], q: int) -> float:
+    return statistics.quantiles(values, n=100)[q - 1] * 1000
+
+
+EXTRA_ENV: dict[str, str] = {}  # --agent-env
+
+
+def agent_env(agent_src: str | None) -> dict[str, str]:
+    return {**EXTRA_ENV, **({"PYTHONPATH": agent_src} if agent_src else {})}
+
+
+async def bench_latency(services: int, samples: int, workdir: Path, agent_src: str | None) -> dict:
+    async with LabCluster(("node-a",), workdir=workdir / f"latency-{services}", resync_period=3600.0) as lab:
         populate(lab, services, 1, "node-a", "Local")
-        lab.start_agent("node-a")
-        await lab.wait_agents_ready(timeout=120)
-        await lab.wait_for({"node-a": {f"{vip(i)}/32" for i in range(services)}}, timeout=120, interval=0.5)
+        agent = lab.start_agent("node-a", env=agent_env(agent_src))
+        await lab.wait_agents_ready(timeout=300)
+        await lab.wait_for({"node-a": {f"{vip(i)}/32" for i in range(services)}}, timeout=300, interval=1.0)
         monitor = RouteMonitor(lab.node("node-a").netns)
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(2.0)  # the first pass's echoes and writes settle
         withdraw, advertise = [], []
+        pid = agent.process.pid
+        passes0, cpu0 = agent_passes(lab, "node-a"), proc_cpu_seconds(pid)
         try:
             for k in range(samples):
                 i = (k * 7919) % services
@@ -114,68 +127,109 @@ async def bench_latency(services: int, samples: int, workdir: Path) -> dict:
                 t0 = time.perf_counter()
                 lab.api.replace(moved)
                 withdraw.append(await monitor.wait("del", vip(i)) - t0)
+                await asyncio.sleep(0.05)  # let the change's echo (if it wakes a pass) land in this sample
                 back = lab.api.get("endpointslices", f"svc-{i}-0", "default")
                 t0 = time.perf_counter()
                 lab.api.replace({**back, "endpoints": sl["endpoints"]})
                 advertise.append(await monitor.wait("add", vip(i)) - t0)
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)
+            cpu, passes = proc_cpu_seconds(pid) - cpu0, agent_passes(lab, "node-a") - passes0
         finally:
             monitor.close()
-
-    def pct(values: list[float], q: float) -> float:
-        return statistics.quantiles(values, n=100)[int(q) - 1] * 1000
-
+    changes = 2 * samples
     return {
-        "services": services, "samples": samples,
+        "services": services, "changes": changes,
         "withdraw_ms_p50": pct(withdraw, 50), "withdraw_ms_p99": pct(withdraw, 99),
         "advertise_ms_p50": pct(advertise, 50), "advertise_ms_p99": pct(advertise, 99),
+        "all_ms_p50": pct(withdraw + advertise, 50), "all_ms_p99": pct(withdraw + advertise, 99),
+        "agent_cpu_ms_per_change": cpu / changes * 1000, "passes_per_change": passes / changes,
     }
 
 
-async def bench_resync(services: int, slices_per_service: int, workdir: Path) -> dict:
-    async with LabCluster(("node-a",), workdir=workdir / "resync", resync_period=3600.0) as lab:
+async def bench_first_sync(services: int, workdir: Path, agent_src: str | None) -> dict:
+    """Services whose VIP is annotated and whose status is empty: the agent writes every one."""
+    async with LabCluster(("node-a",), workdir=workdir / f"sync-{services}", resync_period=3600.0) as lab:
+        populate(lab, services, 1, "node-a", "Local", via="annotation")
+        agent = lab.start_agent("node-a", env=agent_env(agent_src))
         t0 = time.perf_counter()
-        populate(lab, services, slices_per_service, "node-a", "Cluster")
-        populate_s = time.perf_counter() - t0
-        agent = lab.start_agent("node-a")
-        t0 = time.perf_counter()
-        await lab.wait_agents_ready(timeout=600)
-        await lab.wait_for({"node-a": {f"{vip(i)}/32" for i in range(services)}}, timeout=600, interval=1.0)
-        startup_s = time.perf_counter() - t0
-        pid = agent.process.pid
-        relists_before = sum(s["relists"] for s in agent_status(lab, "node-a")["sources"])
-        passes_before = agent_status(lab, "node-a")["passes"]
-        cpu0, w0 = proc_cpu_seconds(pid), time.perf_counter()
-        subprocess.run(["ip", "netns", "exec", lab.node("node-a").netns, "curl", "-s", "-X", "POST",
-                        "http://127.0.0.1:2112/resync"], check=True, capture_output=True)
-        while True:
-            status = agent_status(lab, "node-a")
-            if (sum(s["relists"] for s in status["sources"]) >= relists_before + 3
-                    and status["passes"] > passes_before):
+        await lab.wait_agents_ready(timeout=900)
+        ready_s = time.perf_counter() - t0
+
+        def paths() -> set[str]:
+            return {r.path for r in lab.api.request_log(resource="services/status", verbs=WRITE_VERBS)}
+
+        while len(paths()) < services:
+            if time.perf_counter() - t0 > 900:
                 break
-            await asyncio.sleep(0.2)
-        resync_wall = time.perf_counter() - w0
-        cpu = proc_cpu_seconds(pid) - cpu0
-        return {
-            "services": services, "endpointslices": services * slices_per_service,
-            "populate_s": populate_s, "startup_to_all_routes_s": startup_s,
-            "resync_cpu_s": cpu, "resync_wall_s": resync_wall, "agent_peak_rss_mib": proc_peak_rss_mib(pid),
-        }
+            await asyncio.sleep(0.1)
+        all_written_s = time.perf_counter() - t0
+        cpu = proc_cpu_seconds(agent.process.pid)
+        await asyncio.sleep(2.0)  # late duplicates would show here
+        patches = len(lab.api.request_log(resource="services/status", verbs=WRITE_VERBS))
+        return {"services": services, "distinct_statuses_written": len(paths()), "status_patches": patches,
+                "start_to_cache_synced_s": ready_s, "start_to_all_written_s": all_written_s,
+                "agent_cpu_s": cpu, "passes": agent_passes(lab, "node-a")}
+
+
+def bench_gc(services: int) -> dict:
+    """Gen-2 pause with a cache of `services` Services and slices alive, before and after gc.freeze()."""
+    from kvip.core.decide import DecideConfig, decide
+    from kvip.kube import convert
+    from kvip.lab.objects import load_balancer_service as svc
+
+    objs = [svc(f"svc-{i}", vips=[vip(i)]) for i in range(services)]
+    for n, obj in enumerate(objs):
+        obj["metadata"].update(uid=f"uid-{n}", resourceVersion=str(n))
+    store = dict(filter(None, (convert.load_balancer_entry(o) for o in objs)))
+    slices = [e for e in (convert.slice_entry(endpoint_slice(f"svc-{i}", [Endpoint("10.244.0.1", "node-a")],
+                                                              name=f"svc-{i}-0")) for i in range(services)) if e]
+    snapshot = convert.snapshot(store, slices, None)
+    keep = (objs, store, slices, snapshot, decide(DecideConfig(node_name="node-a"), snapshot))
+
+    def pause() -> float:
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            gc.collect(2)
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times) * 1000
+
+    before = pause()
+    gc.freeze()
+    after = pause()
+    gc.unfreeze()
+    del keep
+    return {"services": services, "gen2_pause_ms_before_freeze": before, "gen2_pause_ms_after_freeze": after}
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--services", type=int, default=1000)
-    parser.add_argument("--samples", type=int, default=200)
-    parser.add_argument("--big-services", type=int, default=10_000)
-    parser.add_argument("--slices-per-service", type=int, default=3)
+    parser.add_argument("--sizes", default="1000,10000")
+    parser.add_argument("--samples", default="100,40", help="changes timed per size (each: withdraw + advertise)")
+    parser.add_argument("--sync-sizes", default="1000,2000,10000")
+    parser.add_argument("--agent-src", default=None, help="run the agent from this src/ directory (before)")
+    parser.add_argument("--label", default="after")
+    parser.add_argument("--agent-env", action="append", default=[], help="NAME=VALUE for the agent")
+    parser.add_argument("--skip", default="", help="comma list of: latency, sync, gc")
     args = parser.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+    EXTRA_ENV.update(item.split("=", 1) for item in args.agent_env)
+    out: dict = {"label": args.label, "latency": [], "first_sync": [], "gc": None}
     with tempfile.TemporaryDirectory(prefix="kvip-bench-") as tmp:
-        latency = await bench_latency(args.services, args.samples, Path(tmp))
-        print(json.dumps(latency, indent=2))
-        resync = await bench_resync(args.big_services, args.slices_per_service, Path(tmp))
-        print(json.dumps(resync, indent=2))
+        if "latency" not in skip:
+            for size, samples in zip(map(int, args.sizes.split(",")), map(int, args.samples.split(","))):
+                out["latency"].append(await bench_latency(size, samples, Path(tmp), args.agent_src))
+                print(json.dumps(out["latency"][-1]), flush=True)
+        if "sync" not in skip:
+            for size in map(int, args.sync_sizes.split(",")):
+                out["first_sync"].append(await bench_first_sync(size, Path(tmp), args.agent_src))
+                print(json.dumps(out["first_sync"][-1]), flush=True)
+    if "gc" not in skip:
+        out["gc"] = bench_gc(10_000)
+        print(json.dumps(out["gc"]), flush=True)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "convergence.json").write_text(json.dumps({"latency": latency, "resync": resync}, indent=2))
+    (RESULTS / f"convergence-{args.label}.json").write_text(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":

@@ -62,7 +62,8 @@ async def trials(fault: str, timing: tuple[int, int, int], count: int, workdir: 
                     await lab.restore_api(leader)
                 else:
                     lab.start_agent(leader)  # as the kubelet restarts a static Pod
-                await lab.wait_holders(lambda held, gone=leader: len(held) == 1 and gone not in held, timeout=lease * 3 + 20)
+                await lab.wait_holders(lambda held, gone=leader: len(held) == 1 and gone not in held,
+                                       timeout=lease * 3 + 20)
                 await lab.cluster.wait_agents_ready()
         finally:
             probe.stop()

@@ -9,6 +9,7 @@ endpoint), and correctness never reads it.
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
@@ -62,6 +63,17 @@ class ReconcileResult:
         return frozenset(held)
 
 
+def freeze_long_lived() -> None:
+    """After the first synced pass: move everything alive now (the cache, memos, the loaded code) out
+    of the collector's sight. Those objects live as long as the agent, and a full collection walked
+    all of them again and again (pauses of tens of ms at 10,000 Services). Collected first, so no
+    cyclic garbage is frozen; reference counting still frees frozen objects that go away."""
+    started = time.perf_counter()
+    gc.collect()
+    gc.freeze()
+    log.debug("froze %d long-lived objects in %.1f ms", gc.get_freeze_count(), (time.perf_counter() - started) * 1e3)
+
+
 # Returns the desired state, or None when the cache cannot be trusted yet (never synced): then the
 # dataplane is left exactly as it is, which is what makes a restart gap-free.
 ComputeDesired = Callable[[], DesiredState | None]
@@ -93,11 +105,15 @@ class Reconciler:
         if ready is not None:
             await ready
         self.trigger.fire("start")
+        frozen = False
         while True:
             reasons = await self.trigger.wait()
             result = await self.reconcile_once(reasons)
             if result is None:
                 continue
+            if not frozen:
+                freeze_long_lived()
+                frozen = True
             if result.failed or result.error:
                 self.trigger.fire_later(self._retry.next_delay(), "retry")
             else:

@@ -9,6 +9,7 @@ rule in the wrong namespace or API group is as missing as an absent one.
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,6 +27,7 @@ CLUSTER = None  # a ClusterRole binding: every namespace
 AGENT_NS = "kube-system"  # where the lab's agents run (cp_namespace)
 COMMON: set[Grant] = {
     ("", "services", "list", CLUSTER), ("", "services", "watch", CLUSTER),
+    ("", "services", "patch", CLUSTER),  # the kvip.io/advertised-by annotation
     ("", "services/status", "patch", CLUSTER),
     ("discovery.k8s.io", "endpointslices", "list", CLUSTER), ("discovery.k8s.io", "endpointslices", "watch", CLUSTER),
     ("", "nodes", "list", CLUSTER), ("", "nodes", "watch", CLUSTER),
@@ -33,12 +35,14 @@ COMMON: set[Grant] = {
 }
 LEASES = "coordination.k8s.io"
 EXPECTED: dict[str, set[Grant]] = {
-    # the heartbeat Lease only, in the agent's namespace: created once, then renewed by patch
-    "none": COMMON | {(LEASES, "leases", verb, AGENT_NS) for verb in ("create", "patch")},
+    # the heartbeat Leases only, in the agent's namespace: ours created once, then renewed by patch; all watched
+    "none": COMMON | {(LEASES, "leases", verb, AGENT_NS) for verb in ("create", "list", "patch", "watch")},
     # + observing the global Lease's holder
-    "global": COMMON | {(LEASES, "leases", verb, AGENT_NS) for verb in ("create", "get", "list", "patch", "update")},
+    "global": COMMON | {(LEASES, "leases", verb, AGENT_NS)
+                        for verb in ("create", "get", "list", "patch", "update", "watch")},
     # a Lease in every Service's namespace
-    "service": COMMON | {(LEASES, "leases", verb, CLUSTER) for verb in ("create", "get", "list", "patch", "update")},
+    "service": COMMON | {(LEASES, "leases", verb, CLUSTER)
+                         for verb in ("create", "get", "list", "patch", "update", "watch")},
 }
 RULES = EXPECTED["none"]
 
@@ -81,7 +85,8 @@ async def flap_broken_service(lab: LabCluster) -> None:
         assert time.monotonic() < deadline, lab.agent_log("node-a")[-2000:]
         await asyncio.sleep(0.1)
     for vip in ("10.96.0.30", "10.96.0.300"):
-        service = lab.api.get("services", "broken", "default")
+        # A copy: editing the stand-in's stored object in place would change it without a new resourceVersion.
+        service = copy.deepcopy(lab.api.get("services", "broken", "default"))
         service["metadata"]["annotations"]["kube-vip.io/loadbalancerIPs"] = vip
         lab.api.replace(service)
         await asyncio.sleep(2.5)  # > the lab's resync period: seen even if a watch event were lost

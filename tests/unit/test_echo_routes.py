@@ -89,7 +89,7 @@ async def test_adding_and_removing_our_routes_costs_one_pass_each(loop: Loop) ->
 @pytest.mark.root
 async def test_a_route_deleted_behind_our_back_is_repaired_at_once(loop: Loop) -> None:
     await loop.passes_after(lambda: loop.set("10.96.0.1"), 1)
-    tamper = lambda: ip(loop.netns, "route", "del", "10.96.0.1/32", "table", "198")  # noqa: E731
+    tamper = lambda: ip(loop.netns, "route", "del", "10.96.0.1/32", "table", "198")
     # One pass woken by the foreign delete; its repair's own echo wakes none.
     assert await loop.passes_after(tamper, 1, timeout=1.0) == 1
     assert "10.96.0.1 dev lo proto 248" in ip(loop.netns, "route", "show", "table", "198")
@@ -98,7 +98,7 @@ async def test_a_route_deleted_behind_our_back_is_repaired_at_once(loop: Loop) -
 @pytest.mark.root
 async def test_a_foreign_route_of_ours_added_by_hand_is_removed_at_once(loop: Loop) -> None:
     await loop.passes_after(lambda: loop.set("10.96.0.1"), 1)
-    tamper = lambda: ip(loop.netns, "route", "add", "10.96.0.9/32", "dev", "lo", "table", "198",  # noqa: E731
+    tamper = lambda: ip(loop.netns, "route", "add", "10.96.0.9/32", "dev", "lo", "table", "198",
                         "proto", "248")
     assert await loop.passes_after(tamper, 1, timeout=1.0) == 1
     assert "10.96.0.9" not in ip(loop.netns, "route", "show", "table", "198")

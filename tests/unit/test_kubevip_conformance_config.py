@@ -46,7 +46,7 @@ def test_services_interface_auto_falls_back_to_vip_interface_with_a_warning() ->
 # -- config_validation_test.go / config_manager_test.go / instance name: control plane and egress ---------
 
 @pytest.mark.parametrize(("name", "value"), [
-    ("instance_name", "release_01.prod-a"), ("INSTANCE_NAME", "release_b"), ("config_file", "/etc/kube-vip/config.yaml"),
+    ("egress_withnftables", "false"), ("config_file", "/etc/kube-vip/config.yaml"),
 ])
 def test_egress_and_file_settings_are_one_warning_each(name: str, value: str) -> None:
     lines = warned(agent(**{name: value}), name)
@@ -233,7 +233,7 @@ def test_a_bad_vip_subnet_is_refused() -> None:
 
 @pytest.mark.parametrize(("name", "value"), [("vip_ddns", "true"), ("lb_enable", "true"),
                                              ("enable_node_labeling", "true"), ("vip_leaseannotations", '{"a":"b"}'),
-                                             ("egress_podcidr", "10.0.0.0/8"), ("dhcp_mode", "ipv4")])
+                                             ("iptables_backend", "nft"), ("dhcp_mode", "ipv6")])
 def test_unsupported_kube_vip_features_warn_once_and_are_quiet_when_off(name: str, value: str) -> None:
     lines = warned(agent(**{name: value}), name)
     assert len(lines) == 1 and "not supported" in lines[0]

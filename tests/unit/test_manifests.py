@@ -52,20 +52,20 @@ VARIANTS += list(CONTROL_PLANE_VARIANTS.values())
 
 # The expected RBAC, written out by hand (not computed by kvip.deploy.rbac): (kind, apiGroup, resource, verbs).
 AGENT_CLUSTER = [("", "events", ["create", "patch"]), ("", "nodes", ["list", "watch"]),
-                 ("", "services", ["list", "watch"]), ("", "services/status", ["patch"]),
+                 ("", "services", ["list", "patch", "watch"]), ("", "services/status", ["patch"]),
                  ("discovery.k8s.io", "endpointslices", ["list", "watch"])]
-SERVICE_LEASES = ("coordination.k8s.io", "leases", ["create", "get", "list", "patch", "update"])
+SERVICE_LEASES = ("coordination.k8s.io", "leases", ["create", "get", "list", "patch", "update", "watch"])
 EXPECTED_RBAC = {
     "none": {"ClusterRole": AGENT_CLUSTER,
-             "Role": [("coordination.k8s.io", "leases", ["create", "patch"])]},
+             "Role": [("coordination.k8s.io", "leases", ["create", "list", "patch", "watch"])]},
     "global": {"ClusterRole": AGENT_CLUSTER,
-               "Role": [("coordination.k8s.io", "leases", ["create", "get", "list", "patch", "update"])]},
+               "Role": [("coordination.k8s.io", "leases", ["create", "get", "list", "patch", "update", "watch"])]},
     "service": {"ClusterRole": AGENT_CLUSTER[:4] + [SERVICE_LEASES] + AGENT_CLUSTER[4:]},
     # per_service_election_on_demand: a Lease in any annotated Service's namespace
     "on-demand": {"ClusterRole": AGENT_CLUSTER[:4] + [SERVICE_LEASES] + AGENT_CLUSTER[4:]},
     # the control-plane VIP's Lease (vip_leasename) beside the heartbeat, in the agent's namespace
     "control-plane": {"ClusterRole": AGENT_CLUSTER,
-                      "Role": [("coordination.k8s.io", "leases", ["create", "get", "list", "patch", "update"])]},
+                      "Role": [("coordination.k8s.io", "leases", ["create", "get", "list", "patch", "update", "watch"])]},
     "controller": {"ClusterRole": [("", "events", ["create", "patch"]), ("", "services", ["list", "watch", "patch"])],
                    "Role": [("", "configmaps", ["list", "watch"]),
                             ("coordination.k8s.io", "leases", ["create", "get", "list", "update"])]},

@@ -173,3 +173,26 @@ async def test_held_vips_count_failed_adds_as_missing_and_failed_removes_as_stil
     result = await reconciler.reconcile_once()
     assert result is not None
     assert result.held_vips == {ipaddress.ip_address("192.0.2.1"), ipaddress.ip_address("192.0.2.9")}
+
+
+async def test_the_first_synced_pass_freezes_the_long_lived_objects_out_of_the_collectors_sight() -> None:
+    import gc
+
+    gc.unfreeze()
+    synced: list[bool] = [False]
+    reconciler = Reconciler(compute=lambda: state("192.0.2.1") if synced[0] else None,
+                            backends=[MemoryDataplane()], trigger=Trigger())
+    running = asyncio.create_task(reconciler.run())
+    try:
+        await asyncio.sleep(0.05)
+        assert gc.get_freeze_count() == 0  # a cache that never synced holds nothing worth freezing
+        synced[0] = True
+        reconciler.trigger.fire("source")
+        async with asyncio.timeout(5):
+            while reconciler.passes < 1:
+                await asyncio.sleep(0.01)
+        assert gc.get_freeze_count() > 0
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        gc.unfreeze()

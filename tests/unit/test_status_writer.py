@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kvip.core.model import DesiredState, ServiceDecision, ServiceKey, ServiceView
-from kvip.kube.status_writer import ServiceStatusWriter, wanted_ingress
+from kvip.kube.status_writer import ECHO_WAIT, ServiceStatusWriter, wanted_ingress
 
 WEB = ServiceKey("default", "web")
 VIP = "10.96.0.7"
@@ -123,3 +123,88 @@ def test_the_rule_asks_for_a_write_exactly_when_the_status_differs(status: list[
         assert want is None
     else:
         assert want == tuple(vips)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_passes_between_a_write_and_its_watch_event_do_not_write_it_again() -> None:
+    api, clock = FakeStatusApi({}), Clock()
+    writer = ServiceStatusWriter(api, clock=clock)  # type: ignore[arg-type]
+    task = asyncio.create_task(writer.run())
+    try:
+        writer.report(advertised(WEB, VIP), {WEB: ServiceView(WEB)})
+        await settle()
+        for _ in range(5):  # the cache still shows no status: the write's event is on its way
+            clock.now += 1.0
+            writer.report(advertised(WEB, VIP), {WEB: ServiceView(WEB)})
+            await settle()
+        assert api.writes == [(WEB, (VIP,))]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_written_status_the_cache_never_shows_is_written_again_after_the_echo_wait() -> None:
+    api, clock = FakeStatusApi({}), Clock()
+    writer = ServiceStatusWriter(api, clock=clock)  # type: ignore[arg-type]
+    task = asyncio.create_task(writer.run())
+    try:
+        writer.report(advertised(WEB, VIP), {WEB: ServiceView(WEB)})
+        await settle()
+        clock.now += ECHO_WAIT  # somebody overwrote it meanwhile, or its event was lost with a watch
+        writer.report(advertised(WEB, VIP), {WEB: ServiceView(WEB)})
+        await settle()
+        assert api.writes == [(WEB, (VIP,)), (WEB, (VIP,))]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_status_the_cache_has_shown_is_written_again_at_once_when_somebody_clears_it() -> None:
+    api, clock = FakeStatusApi({}), Clock()
+    writer = ServiceStatusWriter(api, clock=clock)  # type: ignore[arg-type]
+    task = asyncio.create_task(writer.run())
+    try:
+        writer.report(advertised(WEB, VIP), {WEB: ServiceView(WEB)})
+        await settle()
+        writer.report(advertised(WEB, VIP), {WEB: api.view(WEB)})  # the echo has arrived
+        writer.report(advertised(WEB, VIP), {WEB: ServiceView(WEB)})  # then somebody cleared the status
+        await settle()
+        assert api.writes == [(WEB, (VIP,)), (WEB, (VIP,))]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+class SlowFirstApi(FakeStatusApi):
+    """The first PATCH takes longer than the next: concurrent writes of one Service would land swapped."""
+
+    def __init__(self, ingress: dict[ServiceKey, tuple[str, ...]]) -> None:
+        super().__init__(ingress)
+        self.calls = 0
+
+    async def patch(self, resource: Any, name: str, obj: dict[str, Any], *, namespace: str) -> dict[str, Any]:
+        self.calls += 1
+        await asyncio.sleep(0.05 if self.calls == 1 else 0)
+        return await super().patch(resource, name, obj, namespace=namespace)
+
+
+async def test_many_services_are_written_concurrently_but_one_service_in_order() -> None:
+    api = SlowFirstApi({})
+    others = [ServiceKey("default", f"svc-{i}") for i in range(20)]
+    async with writing(api) as writer:
+        writer.report(advertised(WEB, VIP), {WEB: ServiceView(WEB)})
+        writer.report(advertised(WEB, "10.96.0.8"), {WEB: ServiceView(WEB)})  # changed before the first landed
+        for key in others:
+            writer.report(advertised(key, VIP), {key: ServiceView(key)})
+        await asyncio.sleep(0.01)
+        assert len(api.writes) >= 10  # the others did not wait behind the slow write
+        await asyncio.sleep(0.1)
+    assert [ips for key, ips in api.writes if key == WEB] == [(VIP,), ("10.96.0.8",)]
+    assert api.ingress[WEB] == ("10.96.0.8",)

@@ -1,4 +1,5 @@
-"""The dataplane backends of an agent's mode (routes, ARP/NDP, BGP), built from its configuration."""
+"""The dataplane backends of an agent's mode (routes, ARP/NDP, BGP) and of Service egress, built from its
+configuration."""
 
 from __future__ import annotations
 
@@ -15,6 +16,15 @@ class AgentError(Exception):
 
 
 def default_backends(config: AgentConfig, on_conflict: Callable[[Any, str], None]) -> list[Dataplane[Any]]:
+    backends = mode_backends(config, on_conflict)
+    if config.egress is not None:  # Service egress SNAT (egress_podcidr set): kvip.dataplane.egress
+        from kvip.dataplane.egress import NftEgress
+
+        backends.append(NftEgress(instance_name=config.instance_name))
+    return backends
+
+
+def mode_backends(config: AgentConfig, on_conflict: Callable[[Any, str], None]) -> list[Dataplane[Any]]:
     if config.mode is Mode.TABLE:
         from kvip.dataplane.routes import RouteTable
 

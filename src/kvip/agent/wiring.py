@@ -24,10 +24,12 @@ from lightkube import AsyncClient
 
 from kvip.agent.backends import AgentError, default_backends
 from kvip.agent.control_plane import ControlPlane
+from kvip.agent.dhcp import DhcpRunner
 from kvip.agent.http import AgentView, HttpLimits, serve_local, serve_public
 from kvip.agent.metrics import AgentMetrics
 from kvip.agent.probes import ProbeScheduler, probe_plan
 from kvip.agent.status_doc import status_document
+from kvip.agent.supervise import supervise
 from kvip.config.agent import AgentConfig
 from kvip.core.control_plane import wants_lease
 from kvip.core.decide import decide
@@ -49,13 +51,14 @@ from kvip.core.policy import (
     drain_window,
 )
 from kvip.dataplane.base import Dataplane
+from kvip.kube.advertised_by import AdvertisedByWriter
 from kvip.kube.cache import ClusterCache
 from kvip.kube.election import LeaseElector, LeaseKey, agent_clients, local_endpoint
 from kvip.kube.events import EventRecorder
 from kvip.kube.heartbeat import HeartbeatPublisher
 from kvip.kube.status_writer import ServiceStatusWriter
 from kvip.reconcile import Reconciler, ReconcileResult
-from kvip.runtime.tasks import Backoff, Trigger, cancel_and_wait
+from kvip.runtime.tasks import Trigger, cancel_and_wait
 
 __all__ = ["Agent", "AgentError", "default_backends", "supervise"]
 
@@ -82,7 +85,7 @@ class Agent:
         self.trigger = Trigger()
         self.cache = ClusterCache(
             self.client, node_name=config.node_name, on_change=self._on_source_change,
-            resync_period=config.resync_period, namespace=config.svc_namespace, services=config.svc_enable,
+            check_period=config.check_period, namespace=config.svc_namespace, services=config.svc_enable,
         )
         # The control-plane VIP (cp_enable): one more input of the same decide(), on its own Lease.
         self.control_plane = control_plane or (ControlPlane(config, on_change=self.trigger.fire)
@@ -100,17 +103,21 @@ class Agent:
         if config.election is not ElectionMode.NONE or config.per_service_election_on_demand or config.cp_lease:
             self.elector = LeaseElector(self._elector_client, identity=config.node_name, timing=config.lease_timing,
                                         on_change=lambda: self.trigger.fire("lease"))
-            self.elector.want(wanted_leases(self.election_plan, {}, ()))
+            self.elector.want(wanted_leases(self.election_plan, {}, ()) if config.node_selector is None else ())
         for backend in self.backends:
             for collector in backend.collectors():  # backend-specific metrics (BGP sessions)
                 self.metrics.registry.register(collector)
+        self.dhcp = DhcpRunner(config, lambda: self.cache.services.store, self.client, lambda: self.trigger.fire("dhcp"))
         self.reconciler = Reconciler(
             compute=self.compute_desired,
             backends=self.backends,
             trigger=self.trigger,
-            observers=[self.metrics.observe, self._after_pass],
+            observers=[self.metrics.observe, self._after_pass, self.dhcp.observe],
         )
         self._decide_config = config.decide_config()
+        self.advertised_by = (AdvertisedByWriter(self.client, node_name=config.node_name, namespace=config.namespace,
+                                                 config=self._decide_config, period=config.resync_period)
+                              if config.advertised_by and not config.disable_service_updates else None)
         self.probes: ProbeScheduler | None = None
         self.probe_problems: tuple[BadInput, ...] = ()
         if config.probe_settings is not None:
@@ -145,15 +152,15 @@ class Agent:
             verdicts = self.probes.verdicts()
         # decide() is pure: the same inputs give the same answer, so a pass woken only by the
         # dataplane (netlink echo of our own change, tampering) skips straight to the diff.
-        key = (leadership, verdicts, self.draining(snapshot), cp)
+        key = (leadership, verdicts, self.draining(snapshot), cp, self.dhcp.leases())
         if self._memo is not None and self._memo[0] is snapshot and self._memo[1] == key:
             return self._memo[2]
-        state = decide(self._decide_config, snapshot, leadership, verdicts, key[2], control_plane=cp)
+        state = decide(self._decide_config, snapshot, leadership, verdicts, key[2], control_plane=cp, dhcp=key[4])
         self._memo = (snapshot, key, state)
         if self.elector is not None and not lost:  # (nothing can be released while the API is lost)
-            # Only nodes decide() finds eligible contend; one that stops being eligible releases at once,
-            # and so does an unhealthy (or stopping) API server's node for the control-plane Lease.
-            wanted = wanted_leases(self.election_plan, snapshot.services, state.eligible)
+            # Only eligible nodes contend; one that stops being (or whose API server fails: cp Lease) releases at once.
+            wanted = (wanted_leases(self.election_plan, snapshot.services, state.eligible)
+                      if self.config.selects_node(snapshot.node) else frozenset())  # else not the global Lease either
             cp_lease = self.config.cp_lease
             self.elector.want(wanted | {cp_lease} if cp_lease and cp and wants_lease(cp) else wanted)
         return state
@@ -202,6 +209,8 @@ class Agent:
         self._log_control_plane(result.desired.decisions.get(CONTROL_PLANE_KEY))
         if not self.config.disable_service_updates:  # kube-vip's disable_service_updates: never write status
             self.status_writer.report(result.desired, self.cache.services.store)
+        if self.advertised_by is not None and self._memo is not None and self._memo[2] is result.desired:
+            self.advertised_by.report(self._memo[0], result.desired)
         if self.elector is not None:
             self.metrics.observe_leases(key.name for key in self.elector.held())
         desired = {str(v) for v in result.desired.vips}
@@ -259,6 +268,7 @@ class Agent:
             ("status-writer", self.status_writer.run),
             ("reconciler", lambda: self.reconciler.run(self._first_sync())),
             ("timer", self._timer),
+            ("dhcp", self.dhcp.run),  # one DHCP client per Service led here that asks for 0.0.0.0
         ]
         for backend in self.backends:
             tasks.append((f"watch-{backend.name}", functools.partial(self.reconciler.watch_dataplane, backend)))
@@ -266,6 +276,8 @@ class Agent:
             tasks.append((f"maintain-{backend.name}", backend.maintain))
         if self.elector is not None:
             tasks.append(("elector", self.elector.run))
+        if self.advertised_by is not None:
+            tasks.append(("advertised-by", self.advertised_by.run))
         if self.probes is not None:
             tasks.append(("probes", self.probes.run))
         if self.control_plane is not None:
@@ -288,12 +300,15 @@ class Agent:
                          metrics=self.metrics.render, resync=self.request_resync)
 
     def status_document(self) -> dict[str, Any]:
-        return status_document(
+        doc = status_document(
             node=self.config.node_name, mode=self.config.mode.value, synced=self.cache.synced,
             passes=self.reconciler.passes, sources=self.cache.statuses(), result=self.reconciler.last_result,
             last_known_good_endpoint=self.reconciler.last_known_good_endpoint,
             backends={b.name: b.status() for b in self.backends}, control_plane=(self.control_plane.status(self.elector)
                                                                          if self.control_plane else None))
+        if self.advertised_by is not None:  # kvip.io/advertised-by of the (bounded) Services listed
+            doc["advertisedBy"] = self.advertised_by.shown(doc["services"])
+        return doc
 
     def alive(self) -> bool:
         """The loop turns: after the first pass, one must complete every resync period (the timer
@@ -375,25 +390,3 @@ class Agent:
         for client in {id(c): c for c in (self.client, self._elector_client)}.values():
             with contextlib.suppress(Exception):
                 await client.close()
-
-
-async def supervise(name: str, start: Callable[[], Awaitable[None]], *, on_failure: Callable[[], None],
-                    backoff: Backoff | None = None) -> None:
-    """Run `start()` forever: every task is meant to run until cancelled, so one that raises or returns
-    is a bug — logged, counted by `on_failure`, and restarted after a backoff. Never raises but for
-    cancellation; what is advertised stays as it is meanwhile (fail-static)."""
-    backoff = backoff or Backoff(initial=0.5, cap=30.0)
-    loop = asyncio.get_running_loop()
-    while True:
-        began = loop.time()
-        try:
-            await start()
-            log.error("task %s ended unexpectedly; restarting it (advertisements kept)", name)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # fail-static: any bug in a task is survived (logged), never a withdraw
-            log.exception("task %s failed; restarting it (advertisements kept)", name)
-        on_failure()
-        if loop.time() - began > 60.0:  # it ran well for a while: this is a new failure, not a crash loop
-            backoff.reset()
-        await asyncio.sleep(backoff.next_delay())

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from kvip.core.advertised_by import ANNOTATION as ADVERTISED_BY
 from kvip.core.decide import DecideConfig, decide
 from kvip.core.election_rules import LeaseKey
 from kvip.core.leases import ElectionPlan, leadership_from_leases
@@ -80,6 +81,8 @@ class AuditReport:
     silent_nodes: tuple[str, ...] = ()  # nodes expected to advertise that never published a heartbeat
     unresolved_nodes: tuple[UnresolvedNode, ...] = ()
     notes: tuple[str, ...] = field(default=())
+    # Each Service's kvip.io/advertised-by annotation ("namespace/name" → value), shown beside the audit.
+    advertised_by: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -94,6 +97,7 @@ class AuditReport:
             "staleNodes": list(self.stale_nodes), "silentNodes": list(self.silent_nodes),
             "unresolvedNodes": [{"node": u.node, "expected": list(u.expected), "expectedCount": len(u.expected),
                                  "advertisedCount": u.advertised_count} for u in self.unresolved_nodes],
+            "advertisedBy": dict(self.advertised_by),
         }
 
 
@@ -165,7 +169,8 @@ def audit(
         # (the report lists those nodes apart and is not ok).
         want = frozenset(n for n in expected.get(vip, ()) if n in known)
         rows.append(VipAudit(vip, tuple(sorted(owners.get(vip, ()))), want, frozenset(reported.get(vip, ()))))
-    return AuditReport(tuple(rows), stale, silent, tuple(unresolved))
+    shown = {str(k): v.annotations[ADVERTISED_BY] for k, v in views.items() if ADVERTISED_BY in v.annotations}
+    return AuditReport(tuple(rows), stale, silent, tuple(unresolved), advertised_by=shown)
 
 
 def parse_time(text: str | None) -> dt.datetime | None:

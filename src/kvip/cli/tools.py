@@ -101,10 +101,13 @@ def run_status(args: argparse.Namespace) -> int:
                       f"API server {'healthy' if cp['apiserverHealthy'] else 'UNHEALTHY'}  {elected}")
     last = doc.get("lastPass") or {}
     actual_failed = {k for d in last.get("diffs", []) for k in d.get("failed", {})}
-    services = Table("service", "VIPs", "desired", "reason", "local endpoints", "last known good endpoint")
+    services = Table("service", "VIPs", "desired", "reason", "local endpoints", "last known good endpoint",
+                     "advertised by")
+    carriers = doc.get("advertisedBy") or {}  # the kvip.io/advertised-by annotation (absent: writer off)
     for name, s in doc["services"].items():
         services.add_row(_e(name), _es(s["vips"]) or "-", "yes" if s["advertised"] else "no", _e(s["reason"]),
-                         _es(s["localEndpoints"]) or "-", _e(s["lastKnownGoodEndpoint"] or "-"))
+                         _es(s["localEndpoints"]) or "-", _e(s["lastKnownGoodEndpoint"] or "-"),
+                         _e(carriers.get(name) or "-"))
     console.print(services)
     bgp = doc.get("backends", {}).get("bgp")
     if bgp:
@@ -168,10 +171,11 @@ def run_audit(args: argparse.Namespace) -> int:
     if args.output == "json":
         print(json.dumps(report.to_json(), indent=2))
     else:
-        table = Table("VIP", "services", "should advertise", "says it does", "")
+        table = Table("VIP", "services", "should advertise", "says it does", "", "advertised-by annotation")
         for row in report.vips:
             table.add_row(_e(row.vip), _es(row.services) or "-", _es(sorted(row.expected)) or "-",
-                          _es(sorted(row.reported)) or "-", "ok" if row.ok else "DRIFT")
+                          _es(sorted(row.reported)) or "-", "ok" if row.ok else "DRIFT",
+                          "; ".join(f"{_e(s)}: {_e(report.advertised_by.get(s) or '-')}" for s in row.services) or "-")
         console = Console(width=None if sys.stdout.isatty() else 200)
         console.print(table)
         for node in report.stale_nodes:

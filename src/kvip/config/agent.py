@@ -37,9 +37,11 @@ from kvip.config.options import (
 from kvip.config.settings import ArpSettings, ProbeSettings, RouteTableSettings
 from kvip.config.values import parse_duration
 from kvip.core.decide import DecideConfig
+from kvip.core.egress import DEFAULT_SERVICE_CIDR, EgressSettings
 from kvip.core.election_rules import LeaseKey, LeaseTiming
 from kvip.core.health import HealthCheckSettings, apiserver_check
-from kvip.core.model import ElectionMode, Mode
+from kvip.core.model import ElectionMode, Mode, NodeView
+from kvip.core.node_selector import NodeSelector, node_selected
 from kvip.core.vip_allow import Network, VipAllowList
 
 __all__ = ["AgentConfig", "ConfigError", "Mode", "add_agent_arguments", "config_from_args", "load_config"]
@@ -69,6 +71,7 @@ class AgentConfig:
     renew_deadline: float = D["renew_deadline"]
     retry_period: float = D["retry_period"]
     resync_period: float = D["resync_period"]
+    check_period: float = D["check_period"]  # kvip_check_period, else a set kvip_resync_period (_check_period)
     metrics_address: str = D["metrics_address"]
     status_socket: str = D["status_socket"]
     status_address: str = D["status_address"]
@@ -89,10 +92,16 @@ class AgentConfig:
     probe_fall: int = D["probe_fall"]
     vip_allow: tuple[Network, ...] | None = D["vip_allow"]
     vip_allow_namespaces: tuple[tuple[str, tuple[Network, ...]], ...] = D["vip_allow_namespaces"]
+    node_selector: NodeSelector | None = D["node_selector"]  # kvip_node_selector (None: every node)
     svc_namespace: str | None = D["svc_namespace"]  # None: every namespace
     preserve_on_leadership_loss: bool = D["preserve_on_leadership_loss"]
     lose_leadership: bool = D["lose_leadership"]
     disable_service_updates: bool = D["disable_service_updates"]
+    egress_pod_cidrs: tuple[Network, ...] | None = D["egress_pod_cidrs"]  # None: Service egress off
+    egress_service_cidrs: tuple[Network, ...] | None = D["egress_service_cidrs"]
+    egress_cluster_cidrs: tuple[Network, ...] = D["egress_cluster_cidrs"]
+    instance_name: str = D["instance_name"]  # names the egress nftables table
+    advertised_by: bool = D["advertised_by"]  # kvip_advertised_by (off with disable_service_updates too)
     services_interface_auto: bool = False  # vip_servicesinterface=auto (kvip.config.kubevip says what it does)
     bgp: BgpSettings | None = None  # set exactly when mode is BGP
     # -- the control-plane VIP (kvip.config.control_plane; `namespace` is cp_namespace) --------------
@@ -136,6 +145,8 @@ class AgentConfig:
                               if self.mode is Mode.BGP and self.bgp else frozenset({4, 6})),
             vip_allow=self.vip_allow_list,
             control_plane_election=self.cp_election,
+            egress=self.egress,
+            node_selector=self.node_selector,
         )
 
     @property
@@ -150,6 +161,18 @@ class AgentConfig:
     def cp_lease(self) -> LeaseKey | None:
         """The control-plane Lease, when the control-plane VIP is elected (separate from svc_leasename's)."""
         return LeaseKey(self.namespace, self.cp_lease_name) if self.cp_enable and self.cp_election else None
+
+    def selects_node(self, node: NodeView | None) -> bool:
+        """Inside kvip_node_selector (always, when unset): outside, a node contends for no Lease at all."""
+        return node_selected(self.node_selector, node)
+
+    @property
+    def egress(self) -> EgressSettings | None:
+        """Service egress SNAT: on once the pod CIDRs are known (kvip does not discover them)."""
+        if self.egress_pod_cidrs is None or not self.svc_enable:
+            return None
+        service = self.egress_service_cidrs if self.egress_service_cidrs is not None else (DEFAULT_SERVICE_CIDR,)
+        return EgressSettings(self.egress_pod_cidrs, service, self.egress_cluster_cidrs)
 
     @property
     def vip_allow_list(self) -> VipAllowList | None:
@@ -230,6 +253,7 @@ def load_config(env: Mapping[str, str], flags: Mapping[str, str] | None = None, 
     node_name = node_name_or_host(values["node_name"], host_name, notices, errors)
     interface, interface_auto = services_interface(values["interface"], env, D["interface"])
     lease_timing(values, errors)
+    values["check_period"] = _check_period(values, env, flags or {}, infos)
     if errors:
         raise ConfigError("\n".join(errors))
     own: dict[str, Any] = {f.name: values[f.name] for f in fields(AgentConfig) if f.name in values}
@@ -237,6 +261,19 @@ def load_config(env: Mapping[str, str], flags: Mapping[str, str] | None = None, 
                           "interface": interface, "services_interface_auto": interface_auto,
                           "svc_enable": svc_enable, "cp_election": cp_election,
                           "notices": tuple(notices), "infos": tuple(infos)})
+
+
+def _check_period(values: Mapping[str, Any], env: Mapping[str, str], flags: Mapping[str, str],
+                  infos: list[str]) -> float:
+    """kvip_resync_period used to be the full relist period, i.e. how long a lost watch event could go
+    uncorrected. Set on its own, it keeps that meaning: the consistency check runs on it."""
+    if "check_period" in flags or env.get("kvip_check_period", ""):
+        return float(values["check_period"])
+    if "resync_period" in flags or env.get("kvip_resync_period", ""):
+        infos.append(f"kvip_resync_period={values['resync_period']:g}: the API consistency check runs every "
+                     f"{values['resync_period']:g}s too (kvip_check_period unset); there is no periodic relist")
+        return float(values["resync_period"])
+    return float(values["check_period"])
 
 
 def _mode(values: Mapping[str, Any], errors: list[str]) -> Mode:

@@ -63,6 +63,8 @@ DIFFERENT_VARIABLES: dict[str, str] = {
                              "not on the interface whose subnet holds each VIP (a warning says so)",
     "prometheus_server": "also serves /healthz, /readyz and /status; kvip_* metrics plus kube-vip's names "
                          "where the quantity is the same (table below)",
+    "egress_podcidr": "required for egress: kvip does not discover the pod CIDRs from Nodes (kube-vip does)",
+    "egress_servicecidr": "unset: kube-vip's 10.96.0.0/12 (kvip does not discover it)",
     "bgp_enable": "kvip runs its own BIRD 2 as the speaker (kube-vip embeds GoBGP)",
     "vip_loglevel": "kube-vip's slog scale (-4 debug, 0 info, 4 warning, 8 error); names debug/info/warning/"
                     "error also accepted; 1-7 logs a line recalling that 5 no longer means debug",
@@ -79,21 +81,22 @@ ANNOTATIONS: tuple[tuple[str, str, str], ...] = (
     ("kube-vip.io/vipHost", DIFFERENT, ("not written: each node's heartbeat Lease (kvip.io/advertised) and "
      "`kvip audit` say which node advertises which VIP")),
     ("kube-vip.io/has-ip", NOT_SUPPORTED, "Node label of enable_node_labeling: kvip labels no Node"),
-    ("kube-vip.io/requestedIP", NOT_SUPPORTED, "DHCP-allocated VIPs are not supported"),
-    ("kube-vip.io/hwaddr", NOT_SUPPORTED, "DHCP-allocated VIPs are not supported"),
-    ("kube-vip.io/loadbalancerHostname", NOT_SUPPORTED, "DHCP-allocated VIPs are not supported"),
-    ("kube-vip.io/macvlanName", NOT_SUPPORTED, "DHCP-allocated VIPs are not supported"),
-    ("kube-vip.io/dhcp-broadcast", NOT_SUPPORTED, "DHCP-allocated VIPs are not supported"),
+    ("kube-vip.io/requestedIP", SUPPORTED, "the address asked of DHCP (written back after a lease, docs/dhcp.md)"),
+    ("kube-vip.io/hwaddr", SUPPORTED, "the DHCP macvlan's MAC (else derived from the Service UID); written back"),
+    ("kube-vip.io/loadbalancerHostname", SUPPORTED, "the DHCP host name option (12)"),
+    ("kube-vip.io/macvlanName", SUPPORTED, "the DHCP macvlan's name (else vip-<uid prefix>)"),
+    ("kube-vip.io/dhcp-broadcast", DIFFERENT, "not read: kvip always asks for broadcast replies and renews by broadcast (the macvlan holds no address of its own)"),
     ("kube-vip.io/ddns", NOT_SUPPORTED, "dynamic DNS is not supported"),
-    ("kube-vip.io/egress", NOT_SUPPORTED, ("egress is not supported (also -internal, -ipv6, -destination-ports, "
-     "-source-ports, -allowed-networks, -denied-networks, -no-internal-traffic, -detect-api-server, "
-     "-nftables-table, active-endpoint[-ipv6])")),
-    ("kube-vip.io/flush-conntrack", NOT_SUPPORTED, "egress is not supported"),
+    ("kube-vip.io/egress", DIFFERENT, ("SNAT through the VIP (nftables, docs/egress.md) for every ready local pod, "
+     "not one active endpoint; needs egress_podcidr (not discovered); also -ipv6, -destination-ports, "
+     "-allowed-networks, -denied-networks; -internal and -no-internal-traffic: always; -detect-api-server: "
+     "a warning Event; active-endpoint[-ipv6] and -nftables-table are not written")),
+    ("kube-vip.io/flush-conntrack", NOT_SUPPORTED, "established connections keep their source address"),
     ("kube-vip.io/serviceVLAN", NOT_SUPPORTED, ("VLAN sub-interfaces are not created; name an existing device "
      "with kube-vip.io/serviceInterface")),
     ("kube-vip.io/ignore-service-security", NOT_SUPPORTED, "enable_service_security is not supported"),
     ("kube-vip.io/forwardUPNP", NOT_SUPPORTED, "UPnP is not supported (also upnp-lease-duration)"),
-    ("kube-vip.io/rp_filter", NOT_SUPPORTED, "kvip leaves rp_filter alone"),
+    ("kube-vip.io/rp_filter", NOT_SUPPORTED, "not read: kvip leaves rp_filter alone"),
 )
 
 # kube-vip's metrics (pkg/metrics): the kvip metric with the same quantity, or why there is none.

@@ -17,8 +17,7 @@ from typing import Any
 # Values of a kube-vip switch that mean "off" (Go's strconv.ParseBool false spellings): no warning then.
 OFF = frozenset({"0", "f", "F", "false", "FALSE", "False"})
 CONTROL_PLANE = "kvip's control-plane VIP (cp_enable) has no such setting"
-EGRESS = "egress (Service SNAT through the VIP) is not supported by kvip"
-DHCP = "VIPs from DHCP / dynamic DNS are not supported by kvip: it takes VIPs from the Service only"
+DDNS = "dynamic DNS is not supported by kvip: DHCP Services (0.0.0.0) are, without DNS updates (docs/dhcp.md)"
 # Variables with these prefixes are kube-vip's or kvip's: an unknown one is probably misspelt.
 PREFIXES = ("vip_", "svc_", "bgp_", "cp_", "lb_", "kvip_", "egress_", "dns_", "dhcp_", "prometheus_", "zebra_",
             "mpbgp_", "control_plane_")
@@ -44,20 +43,14 @@ NOT_SUPPORTED: tuple[NotSupported, ...] = (
       "to choose"),
     N("vip_allow_interface_not_up", "kvip starts whatever the interface state and retries until it can add "
       "its VIPs"),
-    N("vip_ddns", DHCP),
+    N("vip_ddns", DDNS),
     N("vip_singlenode", f"{CONTROL_PLANE}: a single control-plane node simply holds the Lease alone"),
     N("vip_startleader", f"{CONTROL_PLANE}: the first node still wins the Lease (or advertises at once in anycast)"),
     N("cp_detect", "kvip does not probe loopback for a working API address: it uses the kubeconfig's server"),
     N("vip_configmap", "kube-vip's control-plane ConfigMap: kvip's agent reads none (the address pools are "
       "`kvip controller --configmap`)", frozenset()),
-    N("instance_name", f"it names kube-vip's nftables egress tables: {EGRESS}", frozenset()),
-    N("INSTANCE_NAME", f"it names kube-vip's nftables egress tables: {EGRESS}", frozenset()),
-    N("egress_podcidr", EGRESS, frozenset()),
-    N("egress_servicecidr", EGRESS, frozenset()),
-    N("egress_withnftables", EGRESS),
-    N("egress_enableinternalsnat", EGRESS),
-    N("egress_clean", EGRESS),
-    N("EGRESS_CLEAN", EGRESS),
+    N("egress_withnftables", "kvip's egress always writes nftables rules (its own table), never iptables",
+      frozenset({"1", "t", "T", "true", "TRUE", "True"})),
     N("vip_wireguard", "WireGuard mode is not supported by kvip (modes: routing table, ARP, BGP)", refuse=True),
     N("vip_skipdad", "kvip adds IPv6 VIPs with the kernel's duplicate address detection"),
     N("zebra_enable", "Zebra (FRR) integration: kvip runs its own BIRD"),
@@ -72,11 +65,12 @@ NOT_SUPPORTED: tuple[NotSupported, ...] = (
       "dropped"),
     N("enable_node_labeling", "kvip labels no Node (kube-vip.io/has-ip): each node's heartbeat Lease "
       "(annotation kvip.io/advertised) and `kvip audit` say which node advertises which VIP"),
-    N("dhcp_mode", DHCP, frozenset()),
-    N("dhcp_backoff_attempts", DHCP, frozenset()),
+    N("dhcp_mode", "kvip's DHCP client is IPv4 only (a `::` Service gets an UnsupportedDHCP Event)",
+      frozenset({"ipv4"})),
+    N("dhcp_backoff_attempts", "kvip's DHCP client retries forever (4, 8, then every 16 s)", frozenset()),
     N("enable_endpoints", "kvip reads EndpointSlices only (Endpoints are deprecated since Kubernetes 1.33)"),
     N("mirror_dest_interface", "traffic mirroring is not supported by kvip", frozenset()),
-    N("iptables_backend", f"{EGRESS}; kvip writes no iptables rules", frozenset()),
+    N("iptables_backend", "kvip writes no iptables rules (egress: nftables, its own table)", frozenset()),
     N("backend_health_check_interval", "kvip probes endpoints with kvip_probes instead", frozenset()),
     N("health_check_port", "kvip serves /healthz and /readyz on prometheus_server", frozenset()),
     N("enable_upnp", "UPnP port forwarding is not supported by kvip"),

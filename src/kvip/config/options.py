@@ -40,8 +40,10 @@ from kvip.config.values import (
     text,
 )
 from kvip.core.decide import DEFAULT_LB_CLASS
+from kvip.core.egress import parse_instance_name
 from kvip.core.election_rules import ElectionConfigError, LeaseTiming
 from kvip.core.model import ElectionMode, Mode
+from kvip.core.node_selector import parse_selector
 from kvip.core.vip_allow import parse_cidrs, parse_namespace_cidrs
 
 
@@ -215,9 +217,15 @@ OPTIONS: tuple[Option, ...] = (
       "give up leadership while the VIP interface is down"),
     O("disable_service_updates", ("disable_service_updates",), "--disable-service-updates", parse_bool, False,
       "never write the Services' status.loadBalancer.ingress"),
+    O("advertised_by", ("kvip_advertised_by",), "--advertised-by", parse_bool, True,
+      "keep the annotation kvip.io/advertised-by (the nodes carrying each Service) up to date"),
     O("lease_name", ("svc_leasename",), "--lease-name", text, "plndr-svcs-lock", "global Lease name"),
     O("resync_period", ("kvip_resync_period",), "--resync-period", positive_seconds, 30.0,
-      "full relist and dataplane re-read period"),
+      "dataplane re-read and heartbeat period; no longer relists the API (kvip issue #21), and sets "
+      "kvip_check_period when that is unset"),
+    O("check_period", ("kvip_check_period",), "--check-period", positive_seconds, 600.0,
+      "API consistency check period: a metadata-only list compared with the cache; a watch event the "
+      "server never sent is corrected within it (default: kvip_resync_period if set, else 600)"),
     O("metrics_address", ("prometheus_server",), "--metrics-address", text, ":2112",
       "metrics/health address; '' = off"),
     O("status_socket", ("kvip_status_socket",), "--status-socket", text, "/run/kvip/agent.sock",
@@ -249,6 +257,19 @@ OPTIONS: tuple[Option, ...] = (
       "VIP allow-list: CIDRs a Service's VIPs must be in, comma separated (unset: no list, as kube-vip)"),
     O("vip_allow_namespaces", ("kvip_vip_allow_namespaces",), "--vip-allow-namespaces", parse_namespace_cidrs, (),
       "per-namespace VIP allow-list: ns=CIDR[,CIDR];ns=..., replacing kvip_vip_allow for that namespace"),
+    O("node_selector", ("kvip_node_selector",), "--node-selector", parse_selector, None,
+      "only nodes whose labels match this selector (kubectl -l syntax) advertise Services or contend "
+      "for their Leases; unset: every node"),
+    O("egress_pod_cidrs", ("egress_podcidr",), "--egress-podcidr", parse_cidrs, None,
+      "pod CIDRs, never SNATed to; Service egress (kube-vip.io/egress) is on when set (kvip does not discover it)"),
+    O("egress_service_cidrs", ("egress_servicecidr",), "--egress-servicecidr", parse_cidrs, None,
+      "service CIDRs, never SNATed to (unset: kube-vip's 10.96.0.0/12)"),
+    O("egress_cluster_cidrs", ("egress_clustercidr",), "--egress-clustercidr", parse_cidrs, (),
+      "further cluster-internal CIDRs (e.g. the nodes' network), never SNATed to"),
+    O("egress_clean", ("egress_clean", "EGRESS_CLEAN", "egress_enableinternalsnat"), None, parse_bool, False,
+      "accepted: kvip removes egress rules it no longer wants and never SNATs to the pod/service/cluster CIDRs"),
+    O("instance_name", ("instance_name", "INSTANCE_NAME"), "--instance-name", parse_instance_name, "",
+      "names the egress nftables table (inet kvip_egress_<name>) so deployments never clobber each other"),
     # -- the agent in BGP mode (kvip.config.bgp combines them) ------------------------------------
     O("bgp_as", ("bgp_as",), "--bgp-as", parse_asn, 65000, "this node's AS number (kube-vip's default)"),
     O("bgp_peers", ("bgp_peers",), "--bgp-peers", parse_peers, (),

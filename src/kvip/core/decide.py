@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 from kvip.core.bgp_attributes import drained, merged_attributes, service_attributes
 from kvip.core.control_plane import control_plane_decision
+from kvip.core.dhcp import DHCP_PENDING, NO_LEASES, Leases, leased_on, leased_vips
+from kvip.core.egress import EgressSettings, egress_rules
 from kvip.core.leases import election_refusal, per_service_elected
 from kvip.core.model import (
     Advertisement,
@@ -42,6 +44,7 @@ from kvip.core.model import (
     ServiceView,
     shown,
 )
+from kvip.core.node_selector import NodeSelector, selection_refusal
 from kvip.core.vip_allow import VipAllowList
 from kvip.core.vips import service_vips
 
@@ -76,6 +79,9 @@ class DecideConfig:
     vip_allow: VipAllowList | None = None
     # The control-plane VIP is elected (one holder of cp_namespace/vip_leasename) rather than anycast.
     control_plane_election: bool = False
+    egress: EgressSettings | None = None  # Service egress SNAT (egress_podcidr set): `kvip.core.egress`
+    # Only nodes whose labels match advertise Services (kvip_node_selector; None: every node): `core.node_selector`.
+    node_selector: NodeSelector | None = None
 
 
 def decide(
@@ -86,6 +92,7 @@ def decide(
     draining: bool = False,
     *,
     control_plane: ControlPlaneState | None = None,
+    dhcp: Leases = NO_LEASES,
 ) -> DesiredState:
     """`draining`: the node is leaving gracefully (shutdown, or cordoned within its drain window):
     advertise as usual, cordon or not, but mark every advertisement so peers move traffic first.
@@ -101,7 +108,7 @@ def decide(
         found: list[BadInput] = []
         try:
             decision = decide_service(config, snapshot.services[key], snapshot.endpoints.get(key, ()),
-                                      node_block, leadership, probes, found, reserved)
+                                      node_block, leadership, probes, found, reserved, snapshot.node, dhcp)
         except Exception as exc:  # defence in depth: a bug met by one Service costs that Service only
             found.append(internal_error(key, exc))
             decision = ServiceDecision(key, (), False, False, "internal-error")
@@ -121,7 +128,8 @@ def decide(
             attributes, clashes = merged_attributes(snapshot.services, keys, vip)
             problems.extend(clashes)
         # Make-before-break is decided here, not in the BGP backend: the backend renders what it is given.
-        advertisements[vip] = Advertisement(vip, frozenset(keys), service_interface(snapshot, keys),
+        interface = leased_on(dhcp, vip) or service_interface(snapshot, keys)  # a leased VIP: on its macvlan
+        advertisements[vip] = Advertisement(vip, frozenset(keys), interface,
                                             drained(attributes) if draining else attributes, draining=draining)
     if control_plane is not None:
         cp, found = control_plane_decision(control_plane, election=config.control_plane_election,
@@ -131,13 +139,14 @@ def decide(
         decisions[CONTROL_PLANE_KEY] = cp
         for vip in cp.vips if cp.advertised else ():
             advertisements[vip] = Advertisement(vip, frozenset(), control_plane=True)
-    return DesiredState(advertisements, decisions, tuple(problems))
+    egress = egress_rules(config.egress, snapshot.services, decisions, problems)
+    return DesiredState(advertisements, decisions, tuple(problems), egress)
 
 
 def decide_service(config: DecideConfig, service: ServiceView, endpoints: tuple[EndpointView, ...],
                    node_block: str | None, leadership: Leadership, probes: ProbeVerdicts,
-                   problems: list[BadInput], reserved: frozenset[IPAddress] = frozenset()
-                   ) -> ServiceDecision | None:
+                   problems: list[BadInput], reserved: frozenset[IPAddress] = frozenset(),
+                   node: NodeView | None = None, leases: Leases = NO_LEASES) -> ServiceDecision | None:
     """One service's decision (None: not ours), its problems appended to `problems`. `reserved`: the
     control-plane VIPs, refused to every Service."""
     if not is_handled(config, service, problems):
@@ -145,6 +154,8 @@ def decide_service(config: DecideConfig, service: ServiceView, endpoints: tuple[
     problems.extend(service.refused)
     vips, bad = service_vips(service)
     problems.extend(bad)
+    vips, pending = leased_vips(service, vips, leases.get(service.key), problems, config.election,  # 0.0.0.0
+                                config.per_service_election_on_demand)
     vips = allowed_vips(config, service, vips, problems)
     if reserved and not reserved.isdisjoint(vips):
         vips = without_control_plane(service, vips, reserved, problems)
@@ -162,15 +173,20 @@ def decide_service(config: DecideConfig, service: ServiceView, endpoints: tuple[
                                  f"{SERVICE_INTERFACE_ANNOTATION}={shown(interface)} is not an interface name; "
                                  "ignored"))
     local = local_usable_addresses(config, endpoints, probes)
-    eligible, reason = eligibility(config, service, vips, endpoints, local, node_block, probes)
+    eligible, reason = eligibility(config, service, vips or pending, endpoints, local, node_block, probes)
     if allows_without_endpoints(service) and service.external_traffic_policy != "Cluster":
         problems.append(BadInput(service.key, "InvalidAnnotation", f"{ALLOW_WITHOUT_ENDPOINTS_ANNOTATION} only "
                                  "applies to externalTrafficPolicy=Cluster; ignored"))
+    if (outside := selection_refusal(service, config.node_selector, node)) is not None:
+        problems.extend(outside[1])  # outside a node selector: not even a candidate (no Lease wanted)
+        eligible, reason = False, outside[0]
     refusal = election_refusal(service, config.election, config.per_service_election_on_demand)
     if refusal is not None:
         problems.append(refusal[1])
         eligible, reason = False, refusal[0]
     advertised, reason = leadership_gate(config, service, eligible, reason, leadership)
+    if advertised and not vips:  # led here: run the DHCP client, advertise once it holds a lease
+        advertised, reason = False, DHCP_PENDING
     return ServiceDecision(service.key, vips, eligible, advertised, reason, local)
 
 

@@ -205,10 +205,25 @@ class ServiceDecision:
 
 
 @dataclass(frozen=True)
+class EgressRule:
+    """Traffic from `pod` leaving this node takes `vip` as its source address (kube-vip's Service egress,
+    `kvip.core.egress`): to every destination outside `excluded`, inside `allowed` when that is not empty,
+    and to these (protocol, destination port) pairs when `ports` is not empty."""
+
+    service: ServiceKey
+    vip: IPAddress
+    pod: IPAddress
+    excluded: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    allowed: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    ports: tuple[tuple[str, int], ...] = ()
+
+
+@dataclass(frozen=True)
 class DesiredState:
     advertisements: Mapping[IPAddress, Advertisement]
     decisions: Mapping[ServiceKey, ServiceDecision] = field(default_factory=dict)
     problems: tuple[BadInput, ...] = ()
+    egress: frozenset[EgressRule] = frozenset()  # SNAT rules this node holds (only for VIPs it advertises)
 
     @property
     def vips(self) -> frozenset[IPAddress]:

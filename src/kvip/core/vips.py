@@ -23,6 +23,8 @@ MAX_VIPS = 16  # per Service (dual stack needs 2; kube-vip users rarely list mor
 MAX_VIP_CHARS = 45  # the longest IPv6 text form ("ffff:...:255.255.255.255"); longer is not an address
 
 _FAMILY_NAME = {4: "IPv4", 6: "IPv6"}
+UNSPECIFIED = ipaddress.IPv4Address(0)
+DHCP_WILDCARDS = {"0.0.0.0": 4, "::": 6}  # kube-vip: the address comes from the LAN's DHCP server
 
 Result = TypeVar("Result")
 
@@ -67,6 +69,11 @@ def _entries(service: ServiceView) -> tuple[str, tuple[str, ...]]:
         return "spec.loadBalancerIP", (service.load_balancer_ip.strip(),)
     ingress = tuple(ip.strip() for ip in service.ingress_ips if isinstance(ip, str) and ip.strip())
     return "status.loadBalancer.ingress", ingress
+
+
+def dhcp_families(service: ServiceView) -> frozenset[int]:
+    """The IP versions a Service asks DHCP for: kube-vip's `0.0.0.0` / `::` in its first VIP source."""
+    return frozenset(DHCP_WILDCARDS[e] for e in _entries(service)[1] if e in DHCP_WILDCARDS)
 
 
 def _why_unusable(address: IPAddress) -> str | None:
@@ -124,6 +131,8 @@ def service_vips(service: ServiceView) -> tuple[tuple[IPAddress, ...], tuple[Bad
     families = {f for f in service.ip_families if f in ("IPv4", "IPv6")}
     vips: dict[IPAddress, None] = {}  # ordered and O(1) membership: de-duplication stays linear
     for raw in entries:
+        if raw in DHCP_WILDCARDS:
+            continue  # "ask DHCP" (kvip.core.dhcp), not an address
         try:
             address = parse_vip(raw)
         except InvalidVIP as why:

@@ -33,8 +33,10 @@ class Rule:
 
 
 LEASE_VERBS = ("create", "get", "list", "update")
-# The agent also renews its heartbeat Lease with a merge patch (no get first: kvip issue #21).
-AGENT_LEASE_VERBS = ("create", "get", "list", "patch", "update")
+# The agent also renews its heartbeat Lease with a merge patch (no get first: kvip issue #21), and
+# watches the other nodes' heartbeats in its namespace for kvip.io/advertised-by (issue #20).
+AGENT_LEASE_VERBS = ("create", "get", "list", "patch", "update", "watch")
+HEARTBEAT_LEASE_VERBS = ("create", "list", "patch", "watch")
 
 
 def agent_rules(*, election: str, control_plane: bool = False, on_demand: bool = False) -> tuple[Rule, ...]:
@@ -49,7 +51,8 @@ def agent_rules(*, election: str, control_plane: bool = False, on_demand: bool =
     if election not in ELECTIONS:
         raise UnknownElection(f"election must be one of {ELECTIONS}, not {election!r}")
     rules = [
-        Rule("", "services", ("list", "watch")),
+        # patch: the kvip.io/advertised-by annotation (metadata; RBAC cannot narrow it to annotations).
+        Rule("", "services", ("list", "patch", "watch")),
         Rule("", "services/status", ("patch",)),
         Rule("discovery.k8s.io", "endpointslices", ("list", "watch")),
         Rule("", "nodes", ("list", "watch")),
@@ -60,8 +63,8 @@ def agent_rules(*, election: str, control_plane: bool = False, on_demand: bool =
         rules.append(Rule("coordination.k8s.io", "leases", AGENT_LEASE_VERBS))
     elif election == "global" or control_plane:
         rules.append(Rule("coordination.k8s.io", "leases", AGENT_LEASE_VERBS, own_namespace=True))
-    else:  # the heartbeat Lease only: created once, then patched
-        rules.append(Rule("coordination.k8s.io", "leases", ("create", "patch"), own_namespace=True))
+    else:  # the heartbeat Leases only: ours created once, then patched; every node's watched
+        rules.append(Rule("coordination.k8s.io", "leases", HEARTBEAT_LEASE_VERBS, own_namespace=True))
     return tuple(sorted(rules))
 
 

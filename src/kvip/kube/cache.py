@@ -17,8 +17,9 @@ from lightkube import AsyncClient
 from kvip.core.model import ClusterSnapshot, NodeView, ServiceKey, ServiceView
 from kvip.kube import convert
 from kvip.kube.convert import SliceEntry, SliceKey
-from kvip.kube.reflector import Reflector, SourceState, SourceStatus
+from kvip.kube.reflector import WATCH_QUIET_LIMIT, Reflector, SourceState, SourceStatus
 from kvip.kube.resources import EndpointSlice, Node, Service
+from kvip.kube.status_writer import settled_by_status
 
 RELIST_GRACE = 30.0  # the client's read timeout: a relist may legitimately take this long
 
@@ -30,18 +31,19 @@ class ClusterCache:
         *,
         node_name: str,
         on_change: Callable[[str], None],
-        resync_period: float = 30.0,
+        check_period: float = 30.0,
         namespace: str | None = None,
         services: bool = True,
     ) -> None:
         """`namespace`: watch Services and EndpointSlices of that namespace only (kube-vip's svc_namespace,
-        one agent per tenant with a Role there); None: every namespace. `services`: False = this Node only."""
+        one agent per tenant with a Role there); None: every namespace. `services`: False = this Node only.
+        `check_period`: each source's consistency check (kvip_check_period); a lost watch event is
+        corrected within it. There is no periodic relist (kvip issue #21)."""
         self.node_name = node_name
         self._generation = 0
         self._snapshot: ClusterSnapshot | None = None
         self._snapshot_generation = -1
         self._on_change = on_change
-        self._resync_period = resync_period
 
         def changed(source: str) -> None:
             self._generation += 1
@@ -49,16 +51,21 @@ class ClusterCache:
 
         self.services: Reflector[ServiceKey, ServiceView] = Reflector(
             client, Service, name="services", convert=convert.load_balancer_entry, key_of=convert.object_key,
-            on_change=changed, resync_period=resync_period, namespace=namespace,
+            on_change=changed, resync_period=check_period, namespace=namespace,
+            # Only LoadBalancer Services matter; a server older than Kubernetes 1.31 refuses this
+            # selector and the reflector then watches every Service (the converter drops the rest).
+            narrow_fields={"spec.type": "LoadBalancer"},
+            quiet=settled_by_status,  # stored, but no pass: decide() would read the same thing
         )
         self.slices: Reflector[SliceKey, SliceEntry] = Reflector(
             client, EndpointSlice, name="endpointslices", convert=convert.slice_entry, key_of=convert.slice_key,
-            on_change=changed, resync_period=resync_period, namespace=namespace,
+            on_change=changed, resync_period=check_period, namespace=namespace,
+            labels=(convert.SERVICE_NAME_LABEL,),  # slices of no Service are dropped by the converter anyway
         )
         # Only this node: a watch on every Node of a 5,000-node cluster would be pure waste.
         self.node: Reflector[str, NodeView] = Reflector(
             client, Node, name="nodes", convert=convert.node_entry, key_of=convert.node_name,
-            on_change=changed, resync_period=resync_period, fields={"metadata.name": node_name},
+            on_change=changed, resync_period=check_period, fields={"metadata.name": node_name},
         )
         self.reflectors = (self.services, self.slices, self.node) if services else (self.node,)
 
@@ -82,8 +89,9 @@ class ClusterCache:
         """How long the least recently confirmed source has gone unconfirmed beyond normal (0 = healthy).
 
         An erroring source is stale from its last successful answer. A source that looks fine is
-        confirmed at least once per resync period (the relist), so one silent for longer than that
-        plus a grace for a slow list is stale too: this catches a watch hanging on a dead connection.
+        confirmed by every watch event and bookmark, and a watch silent for WATCH_QUIET_LIMIT is
+        reopened (which confirms it again), so one silent for longer than that plus a grace for a slow
+        list is stale too: this catches a watch hanging on a dead connection.
         """
         worst = 0.0
         for reflector in self.reflectors:
@@ -92,7 +100,7 @@ class ClusterCache:
                 continue
             age = now_monotonic - status.last_ok_monotonic
             if status.state is SourceState.SYNCED:
-                age -= self._resync_period + RELIST_GRACE
+                age -= WATCH_QUIET_LIMIT + RELIST_GRACE
             worst = max(worst, age)
         return worst
 
@@ -101,9 +109,9 @@ class ClusterCache:
             reflector.request_relist()
 
     def snapshot(self) -> ClusterSnapshot:
-        if self._snapshot is not None and self._snapshot_generation == self._generation:
+        generation = self._generation + self.services.quiet_updates  # the snapshot shows quiet updates too
+        if self._snapshot is not None and self._snapshot_generation == generation:
             return self._snapshot
-        generation = self._generation
         self._snapshot = convert.snapshot(self.services.store, self.slices.store.values(),
                                           self.node.store.get(self.node_name))
         self._snapshot_generation = generation

@@ -2,33 +2,50 @@
 
 A Reflector owns exactly one thing: a dict that mirrors one collection of the API server as well
 as the API lets it. It never interprets objects (that is `decide`'s job) and never holds per-object
-state beyond the converted view. Its contract with the rest of the agent is *level*, not edge:
-after any change it calls `on_change()` with no payload, and consumers re-read the whole store.
+state beyond the converted view and the object's resourceVersion. Its contract with the rest of the
+agent is *level*, not edge: after any change it calls `on_change()` with no payload, and consumers
+re-read the whole store.
 
-Lifecycle, repeated forever:
-  list → replace the store wholesale → watch from the list's resourceVersion until the resync
-  deadline → relist. A full relist every resync period corrects anything a watch ever lost
-  (a dropped DELETED event, a broken stream). On 410 Gone we relist at once; on a transport error
-  we resume the watch from the last resourceVersion after a backoff; on 401/403 we keep the last
-  good store (fail-static), report FORBIDDEN, and retry the *list* with capped backoff, so access
-  coming back means a fresh relist and an immediate reconcile.
+Lifecycle (kvip issue #21: no periodic full relist):
+  list → replace the store wholesale → watch from the list's resourceVersion, with bookmarks, for as
+  long as the watch lives. A full relist happens only on start, on 410 Gone, on a broken or refused
+  watch (after a backoff), on request (POST /resync), and when a check finds too much changed.
+  A watch the server ends cleanly (its timeout) or one silent for longer than bookmarks allow (a dead
+  connection) is resumed from the last resourceVersion. Every check period, a consistency check
+  (`kvip.kube.consistency`) compares name → resourceVersion from a metadata-only list with the store
+  and fetches only what differs: the safety net against an event a healthy watch never delivered.
+  On 401/403 we keep the last good store (fail-static), report FORBIDDEN, and retry the *list* with
+  capped backoff, so access coming back means a fresh relist and an immediate reconcile.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import json
 import logging
+import random
 import time
 from collections import Counter
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from lightkube import AsyncClient
-from lightkube.core.generic_client import ALL_NS
-from lightkube.core.resource import NamespacedResource, Resource
+import httpx2 as httpx  # lightkube 1.x ships its own httpx fork
+from lightkube import ApiError, AsyncClient
+from lightkube.core.resource import Resource
+from lightkube.models.meta_v1 import Status
 
+from kvip.kube.consistency import (
+    CHECK_PAGE,
+    ObjectRef,
+    Selection,
+    api_request,
+    differences,
+    list_versions,
+    object_ref,
+    read_json,
+)
 from kvip.kube.errors import ApiFailure, classify, describe, status_code
 from kvip.runtime.tasks import Backoff
 
@@ -40,6 +57,14 @@ log = logging.getLogger("kvip.reflector")
 # Converts one raw object into (key, view); None means "not ours, forget it" (e.g. a ClusterIP Service).
 Converter = Callable[[Mapping[str, Any]], "tuple[K, V] | None"]
 KeyOf = Callable[[Mapping[str, Any]], K]
+
+# The real API server sends a bookmark about once a minute on a quiet watch; a watch silent for longer
+# than this is taken for a dead connection and resumed (a new request from the last resourceVersion).
+WATCH_QUIET_LIMIT = 90.0
+# More differences than this in one check: one relist is cheaper than fetching each object.
+FETCH_LIMIT = 200
+# A difference may be an event still on its way down the watch: give it this long before fetching.
+SETTLE = 0.5
 
 
 class SourceState(enum.Enum):
@@ -61,6 +86,13 @@ class SourceStatus:
     last_ok_monotonic: float | None  # last moment the API answered us for this source
     last_error: str | None
     errors: Mapping[str, int]  # by HTTP status code, or "network" for transport failures
+    checks: int = 0  # consistency checks completed
+    check_repairs: int = 0  # objects a check found different and fetched again
+    last_check_at: float | None = None  # wall clock of the last completed check
+
+
+class _NarrowingRefused(Exception):
+    """The server refused a field selector we only use to narrow the watch (older Kubernetes)."""
 
 
 class Reflector(Generic[K, V]):
@@ -73,13 +105,19 @@ class Reflector(Generic[K, V]):
         convert: Callable[[Mapping[str, Any]], tuple[K, V] | None],
         key_of: KeyOf[K],
         on_change: Callable[[str], None],
-        resync_period: float = 30.0,
+        resync_period: float = 30.0,  # the consistency check period (the name is from when it relisted)
         fields: Mapping[str, str] | None = None,
         namespace: str | None = None,  # one namespace only (a Role suffices); None: all namespaces
+        narrow_fields: Mapping[str, str] | None = None,  # dropped if the server refuses them (400)
+        labels: tuple[str, ...] = (),  # labels an object must carry to be watched at all
         watch_timeout: int = 300,
         backoff: Backoff | None = None,
+        quiet: Callable[[V | None, V], bool] | None = None,  # (old, new) → no consumer acts on this update
+        page: int = CHECK_PAGE,
     ) -> None:
         self.name = name
+        self._quiet = quiet
+        self.quiet_updates = 0  # counted: the cache's snapshot still has to show them
         self.store: dict[K, V] = {}
         self.synced = asyncio.Event()
         self._client = client
@@ -87,17 +125,22 @@ class Reflector(Generic[K, V]):
         self._convert = convert
         self._key_of = key_of
         self._on_change = on_change
-        self._resync_period = resync_period
-        self._fields = dict(fields) if fields else None
-        self._namespace = namespace
+        self._check_period = resync_period
+        self._narrowing = dict(narrow_fields or {})
+        self._selection = Selection(namespace, {**(fields or {}), **self._narrowing}, labels)
         self._watch_timeout = watch_timeout
-        # Never back off longer than half a resync period: access coming back must be noticed
+        self._page = page
+        # Never back off longer than half a check period: access coming back must be noticed
         # well within the period the issue promises convergence in.
         self._backoff = backoff or Backoff(cap=max(0.5, min(10.0, resync_period / 2)))
         self._state = SourceState.STARTING
-        self._rv = ""
+        self._rv = ""  # where the watch resumes: from lists, events and bookmarks only, never from an object fetched by a check
+        self._versions: dict[ObjectRef, str] = {}  # every watched object's resourceVersion, converted or not
         self._relists = 0
         self._watch_restarts = 0
+        self._checks = 0
+        self._check_repairs = 0
+        self._last_check_at: float | None = None
         self._last_list_at: float | None = None
         self._last_ok: float | None = None
         self._last_error: str | None = None
@@ -112,20 +155,18 @@ class Reflector(Generic[K, V]):
 
     def status(self) -> SourceStatus:
         return SourceStatus(
-            resource=self.name,
-            state=self._state,
-            objects=len(self.store),
-            resource_version=self._rv,
-            relists=self._relists,
-            watch_restarts=self._watch_restarts,
-            errors=dict(self._errors),
-            last_list_at=self._last_list_at,
-            last_ok_monotonic=self._last_ok,
-            last_error=self._last_error,
+            resource=self.name, state=self._state, objects=len(self.store), resource_version=self._rv,
+            relists=self._relists, watch_restarts=self._watch_restarts, errors=dict(self._errors),
+            last_list_at=self._last_list_at, last_ok_monotonic=self._last_ok, last_error=self._last_error,
+            checks=self._checks, check_repairs=self._check_repairs, last_check_at=self._last_check_at,
         )
 
+    @property
+    def _namespace(self) -> str | None:  # the one namespace watched (None: all, or cluster-scoped)
+        return self._selection.namespace
+
     def request_relist(self) -> None:
-        """Cut the current watch short and relist (used by the resync timer of tests and `kvip status`)."""
+        """Cut the current watch short and relist (POST /resync, `kvip status`)."""
         self._relist_requested.set()
 
     async def run(self) -> None:
@@ -133,24 +174,60 @@ class Reflector(Generic[K, V]):
             try:
                 await self._relist()
                 self._backoff.reset()
-                await self._watch_until(asyncio.get_running_loop().time() + self._resync_period)
+                await self._follow()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # every API failure lands here; the loop must survive all of them
+            except _NarrowingRefused:
+                continue  # relist at once, without the refused selector
+            except Exception as exc:  # noqa: BLE001 (every API failure lands here; the loop must survive all)
                 await self._sleep_after(exc)
+
+    async def check(self) -> bool:
+        """One consistency check now; False when so much differs that a relist is due."""
+        listing = await list_versions(self._client, self._resource, self._selection, not_older_than=self._rv,
+                                      page=self._page)
+        found = differences(listing.versions, self._versions)
+        if found:
+            await asyncio.sleep(SETTLE)  # events in flight land first: they need no fetch
+            found = differences(listing.versions, self._versions)
+        self._checks += 1
+        self._last_check_at = time.time()
+        self._mark_ok()
+        if not found:
+            return True
+        if len(found) > FETCH_LIMIT:
+            log.warning("%s: consistency check: %d objects differ from the API server; relisting", self.name,
+                        len(found))
+            return False
+        log.warning("%s: consistency check: %d object(s) differ from the API server (a watch event was lost "
+                    "or is in flight); fetching them: %s", self.name, len(found),
+                    ", ".join(sorted("/".join(filter(None, ref)) for ref in (*found.changed, *found.gone))[:5]))
+        for ref in (*found.changed, *found.gone):
+            await self._refetch(ref)
+        self._check_repairs += len(found)
+        return True
 
     # -- list ---------------------------------------------------------------------------------
 
     async def _relist(self) -> None:
-        listing = self._client.list(self._resource, namespace=(self._namespace or ALL_NS) if self._namespaced
-                                    else None, fields=self._fields)
+        try:
+            body = await read_json(self._client, self._resource, self._selection, {})
+        except ApiError as exc:
+            if status_code(exc) == 400 and self._narrowing and self._selection.fields.keys() & self._narrowing:
+                log.warning("%s: the API server refuses fieldSelector %s (%s): watching without it",
+                            self.name, ",".join(self._narrowing), describe(exc))
+                self._selection = self._selection.without_fields(self._narrowing)
+                raise _NarrowingRefused from exc
+            raise
         fresh: dict[K, V] = {}
-        async for obj in listing:
+        self._versions = {}
+        for obj in body.get("items") or ():
+            self._remember(obj)
             converted = self._convert(obj)
             if converted is not None:
                 fresh[converted[0]] = converted[1]
         self.store = fresh
-        self._rv = listing.resourceVersion if _has_rv(listing) else ""
+        self._rv = str((body.get("metadata") or {}).get("resourceVersion") or "")
         self._relists += 1
         self._last_list_at = time.time()
         self._mark_ok()
@@ -158,79 +235,113 @@ class Reflector(Generic[K, V]):
         self.synced.set()
         self._on_change(self.name)
 
-    # -- watch --------------------------------------------------------------------------------
+    # -- watch and check ----------------------------------------------------------------------
 
-    async def _watch_until(self, deadline: float) -> None:
-        """Watch from self._rv until the deadline or a relist request (then return to relist).
-
-        Returns early on 410 (relist); raises on 401/403 (the caller backs off and relists).
-        """
-        watching = asyncio.create_task(self._watch_loop(deadline))
-        relist = asyncio.create_task(self._relist_requested.wait())
+    async def _follow(self) -> None:
+        """Watch and check until a relist is due: returns on 410, a relist request or a check that
+        found too much changed; raises on a broken or refused watch (the caller backs off, relists)."""
+        tasks = [asyncio.create_task(self._watch()), asyncio.create_task(self._check_every_period()),
+                 asyncio.create_task(self._relist_requested.wait())]
         try:
-            await asyncio.wait({watching, relist}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (watching, relist):
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(watching, relist, return_exceptions=True)
-        if watching.done() and not watching.cancelled() and watching.exception() is not None:
-            raise watching.exception()  # type: ignore[misc]
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
 
-    async def _watch_loop(self, deadline: float) -> None:
-        loop = asyncio.get_running_loop()
-        while loop.time() < deadline:
+    async def _watch(self) -> None:
+        while True:
             try:
-                async with asyncio.timeout_at(deadline):
-                    stream = self._client.watch(
-                        self._resource,
-                        namespace=(self._namespace or ALL_NS) if self._namespaced else None,
-                        fields=self._fields,
-                        resource_version=self._rv or None,
-                        server_timeout=self._watch_timeout,
-                    )
-                    async for kind, obj in stream:
-                        self._apply(kind, obj)
-            except TimeoutError:
-                return
+                await self._stream()
+            except httpx.ReadTimeout:
+                # No event and no bookmark for too long: the connection is presumably dead. Resuming
+                # from the last resourceVersion loses nothing (history permitting; else 410, relist).
+                self._watch_restarts += 1
+                log.info("%s: watch silent for %.0fs, resuming at resourceVersion %s", self.name,
+                         WATCH_QUIET_LIMIT, self._rv)
             except Exception as exc:
-                failure = classify(exc)
-                if failure is ApiFailure.GONE:
+                if classify(exc) is ApiFailure.GONE:
                     log.info("%s: watch history expired at resourceVersion %s, relisting", self.name, self._rv)
                     return
-                if failure is ApiFailure.FORBIDDEN:
-                    raise
                 self._watch_restarts += 1
+                raise
+
+    async def _stream(self) -> None:
+        params = {"resourceVersion": self._rv, "allowWatchBookmarks": "true",
+                  "timeoutSeconds": str(self._watch_timeout)}
+        response = await api_request(self._client, self._resource, self._selection, params, watch=True,
+                                     timeout=httpx.Timeout(10.0, read=WATCH_QUIET_LIMIT))
+        try:
+            self._mark_ok()  # the server accepted the watch: the store is current as of now
+            async for line in response.aiter_lines():
+                if line:
+                    event = json.loads(line)
+                    self._apply(event.get("type", ""), event.get("object") or {})
+        finally:
+            await response.aclose()
+
+    async def _check_every_period(self) -> None:
+        while True:
+            # Jitter below the period only: agents started together do not check together, and a lost
+            # event is still corrected within one period.
+            await asyncio.sleep(self._check_period * random.uniform(0.8, 1.0))
+            try:
+                if not await self.check():
+                    return
+            except Exception as exc:  # noqa: BLE001 (a failed check never stops a healthy watch; the next retries)
                 self._count_error(exc)
-                self._confirm_until_now()
-                self._set_state(SourceState.DEGRADED, describe(exc))
-                await asyncio.sleep(self._backoff.next_delay())
+                log.warning("%s: consistency check failed: %s", self.name, describe(exc))
 
     def _apply(self, kind: str, obj: Mapping[str, Any]) -> None:
-        meta = obj.get("metadata") or {}
-        rv = meta.get("resourceVersion")
+        if kind == "ERROR":
+            raise ApiError(status=Status.from_dict(dict(obj)))
+        rv = (obj.get("metadata") or {}).get("resourceVersion")
         if rv:
             self._rv = rv
         self._mark_ok()
-        if kind == "BOOKMARK":
-            return
+        if kind != "BOOKMARK":
+            self._take(kind, obj)
+
+    def _take(self, kind: str, obj: Mapping[str, Any]) -> None:
+        """Store one object (from the watch, or fetched by a check) or forget it (DELETED)."""
         if kind == "DELETED":
+            self._versions.pop(object_ref(obj), None)
             changed = self.store.pop(self._key_of(obj), None) is not None
         else:
+            self._remember(obj)
             converted = self._convert(obj)
             if converted is None:
                 changed = self.store.pop(self._key_of(obj), None) is not None
             else:
                 key, view = converted
-                changed = self.store.get(key) != view
+                old = self.store.get(key)
+                # A quiet update is stored but wakes nobody (the echo of our own status write).
+                changed = old != view
+                if changed and self._quiet is not None and self._quiet(old, view):
+                    changed, self.quiet_updates = False, self.quiet_updates + 1
                 self.store[key] = view
         if changed:
             self._on_change(self.name)
 
-    # -- state --------------------------------------------------------------------------------
+    def _remember(self, obj: Mapping[str, Any]) -> None:
+        self._versions[object_ref(obj)] = str((obj.get("metadata") or {}).get("resourceVersion") or "")
 
-    @property
-    def _namespaced(self) -> bool:
-        return _is_namespaced(self._resource)
+    async def _refetch(self, ref: ObjectRef) -> None:
+        """The object as it is now: a consistent list of that one name within what we watch (the agent
+        may list, not get). None listed: gone, or outside what we watch (e.g. no longer a LoadBalancer)."""
+        namespace, object_name = ref
+        one = Selection(namespace or None, {**self._selection.fields, "metadata.name": object_name},
+                        self._selection.labels)
+        items = (await read_json(self._client, self._resource, one, {})).get("items") or ()
+        if items:
+            self._take("MODIFIED", items[0])
+        else:
+            self._take("DELETED", {"metadata": {"namespace": namespace, "name": object_name}})
+
+    # -- state --------------------------------------------------------------------------------
 
     def _mark_ok(self) -> None:
         self._last_ok = asyncio.get_running_loop().time()
@@ -267,14 +378,3 @@ class Reflector(Generic[K, V]):
         self._set_state(state, describe(exc))
         self._on_change(self.name)  # staleness is an input too (on_api_loss policy, metrics)
         await asyncio.sleep(self._backoff.next_delay())
-
-
-def _has_rv(listing: Any) -> bool:
-    try:
-        return bool(listing.resourceVersion)
-    except Exception:
-        return False
-
-
-def _is_namespaced(resource: type[Resource]) -> bool:
-    return issubclass(resource, NamespacedResource)

@@ -5,16 +5,24 @@ Services. Here a write happens only when the VIPs a service asks for (annotation
 its status already says; anycast nodes all compute the same value, so after the first write the
 difference is gone everywhere and nobody writes again. Best effort: a failure is logged once and never
 touches routes.
+
+The watch event a write causes must not wake a whole pass either (at 10,000 Services with no status yet,
+each write's own event re-ran everything: quadratic first sync). `settled_by_status` is the rule the
+Service reflector uses to recognise such an event.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 
 from lightkube import AsyncClient
 
 from kvip.core.model import DesiredState, ServiceKey, ServiceView
+from kvip.core.vips import service_vips
 from kvip.kube.errors import describe
 from kvip.kube.resources import Service
 
@@ -28,32 +36,80 @@ def wanted_ingress(service: ServiceView, vips: tuple[str, ...]) -> tuple[str, ..
     return vips
 
 
+def settled_by_status(old: ServiceView | None, new: ServiceView) -> bool:
+    """Whether `old` → `new` changes nothing a reconcile pass would act on.
+
+    True when the two differ only in resourceVersion, or also in a status ingress that now lists exactly
+    the VIPs the Service asks for (the status this writer writes, whether we or an anycast peer wrote it)
+    while the VIPs decide() reads stay the same — the ingress is not their source. Then decide() gives
+    the same answer and the writer has nothing left to write. Anything else (spec, annotations, an
+    ingress somebody set to other addresses, an ingress that *is* the VIP source) is a change.
+    Conservative with a VIP allow-list: a write of fewer VIPs than asked for still wakes one pass.
+    """
+    if old is None or replace(old, ingress_ips=new.ingress_ips, resource_version=new.resource_version) != new:
+        return False
+    if old.ingress_ips == new.ingress_ips:
+        return True
+    vips = service_vips(new)
+    return vips == service_vips(old) and new.ingress_ips == tuple(str(v) for v in vips[0])
+
+
+# Seconds a written status may take to come back through the watch before it is written again: a
+# pass that runs between our PATCH and its watch event must not write the same status twice.
+ECHO_WAIT = 10.0
+# PATCHes in flight at once. One at a time, a round trip each, 10,000 Services without status took
+# over a minute to write; each Service still has one writer (keys are sharded), so writes of one
+# Service never overtake each other.
+WRITERS = 8
+
+
 class ServiceStatusWriter:
-    def __init__(self, client: AsyncClient) -> None:
+    def __init__(self, client: AsyncClient, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._client = client
-        self._queue: asyncio.Queue[tuple[ServiceKey, tuple[str, ...]]] = asyncio.Queue(maxsize=10_000)
+        self._clock = clock
+        self._queues: list[asyncio.Queue[tuple[ServiceKey, tuple[str, ...]]]] = [
+            asyncio.Queue(maxsize=10_000) for _ in range(WRITERS)]
         self._queued: set[tuple[ServiceKey, tuple[str, ...]]] = set()
+        # What we wrote and when, until the cache shows it (its event is quiet: see settled_by_status).
+        self._written: dict[ServiceKey, tuple[tuple[str, ...], float]] = {}
         self._warned = False
         self.writes = 0
 
-    def report(self, state: DesiredState, services: dict[ServiceKey, ServiceView]) -> None:
+    def report(self, state: DesiredState, services: Mapping[ServiceKey, ServiceView]) -> None:
+        now = self._clock()
         for key, decision in state.decisions.items():
             service = services.get(key)
             if service is None or not decision.advertised:
                 continue
             want = wanted_ingress(service, tuple(str(v) for v in decision.vips))
-            if want is None or (key, want) in self._queued or self._queue.full():
+            if want is None:
+                self._written.pop(key, None)
+                continue
+            queue = self._queues[hash(key) % WRITERS]
+            if (key, want) in self._queued or queue.full() or self._echo_due(key, want, now):
                 continue
             self._queued.add((key, want))
-            self._queue.put_nowait((key, want))
+            queue.put_nowait((key, want))
+
+    def _echo_due(self, key: ServiceKey, want: tuple[str, ...], now: float) -> bool:
+        written = self._written.get(key)
+        return written is not None and written[0] == want and now - written[1] < ECHO_WAIT
 
     async def run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            for queue in self._queues:
+                group.create_task(self._write_from(queue))
+
+    async def _write_from(self, queue: asyncio.Queue[tuple[ServiceKey, tuple[str, ...]]]) -> None:
         while True:
-            key, ingress = await self._queue.get()
+            key, ingress = await queue.get()
             try:
                 patch = {"status": {"loadBalancer": {"ingress": [{"ip": ip} for ip in ingress]}}}
                 await self._client.patch(Service.Status, key.name, patch, namespace=key.namespace)
                 self.writes += 1
+                if len(self._written) > 200_000:
+                    self._written.clear()
+                self._written[key] = (ingress, self._clock())
                 self._warned = False
             except asyncio.CancelledError:
                 raise

@@ -115,7 +115,8 @@ class ApiApp:
         self.requests: Counter[str] = Counter()
         self.log = RequestLog()
         self.listener_health: Any = lambda _request: "ok"  # set by StandIn: its per-node listeners
-        self.app = web.Application(middlewares=[self._record, self._listener_gate, self._gzip, self._latency], client_max_size=64 * 1024 * 1024)
+        self.app = web.Application(middlewares=[self._record, self._listener_gate, self._gzip, self._latency],
+                                   client_max_size=64 * 1024 * 1024)
         r = self.app.router
         r.add_get("/api", _static(api_versions))
         r.add_get("/apis", _static(api_group_list))
