@@ -20,7 +20,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from kvip.core.advertised_by import Cluster, ServiceLine, advertisers, annotation_value, candidate_vips, writes
+from kvip.core.advertised_by import (
+    Cluster,
+    ServiceLine,
+    advertisers,
+    annotation_value,
+    candidate_vips,
+    writes,
+)
 from kvip.core.decide import DecideConfig
 from kvip.core.model import ClusterSnapshot, EndpointView, ServiceKey, ServiceView
 from kvip.kube.heartbeat import NodeView, resolve_advertised

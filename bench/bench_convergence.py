@@ -175,6 +175,7 @@ async def bench_first_sync(services: int, workdir: Path, agent_src: str | None) 
 def bench_gc(services: int) -> dict:
     """Gen-2 pause with a cache of `services` Services and slices alive, before and after gc.freeze()."""
     from kvip.core.decide import DecideConfig, decide
+    from kvip.core.model import NodeView
     from kvip.kube import convert
     from kvip.lab.objects import load_balancer_service as svc
 
@@ -182,9 +183,9 @@ def bench_gc(services: int) -> dict:
     for n, obj in enumerate(objs):
         obj["metadata"].update(uid=f"uid-{n}", resourceVersion=str(n))
     store = dict(filter(None, (convert.load_balancer_entry(o) for o in objs)))
-    slices = [e for e in (convert.slice_entry(endpoint_slice(f"svc-{i}", [Endpoint("10.244.0.1", "node-a")],
+    slices = [e[1] for e in (convert.slice_entry(endpoint_slice(f"svc-{i}", [Endpoint("10.244.0.1", "node-a")],
                                                               name=f"svc-{i}-0")) for i in range(services)) if e]
-    snapshot = convert.snapshot(store, slices, None)
+    snapshot = convert.snapshot(store, slices, NodeView("node-a"))
     keep = (objs, store, slices, snapshot, decide(DecideConfig(node_name="node-a"), snapshot))
 
     def pause() -> float:

@@ -122,9 +122,11 @@ async def test_a_second_node_holding_the_vip_is_reported_as_a_conflict(lab: LabC
     assert mac(lab, intruder) in lab.agent_log(leader)
 
 
-async def test_arp_mode_without_election_is_refused_with_a_clear_error(lab: LabCluster) -> None:
+async def test_arp_mode_with_election_explicitly_off_is_refused_with_a_clear_error(lab: LabCluster) -> None:
+    # kube-vip's own switches off (vip_leaderelection=false, svc_election=false) mean its one global Lease, as
+    # in kube-vip (tests/e2e/test_kubevip_configs.py); only asking kvip for no election at all is refused.
     await lab.stop_agent("node-a")
-    agent = lab.start_agent("node-a", env={"vip_leaderelection": "false"})
+    agent = lab.start_agent("node-a", env={"vip_leaderelection": "false"}, args=["--election", "none"])
     for _ in range(200):
         if agent.process.poll() is not None:
             break

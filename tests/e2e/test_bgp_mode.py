@@ -102,7 +102,8 @@ async def test_router_learns_vip_from_exactly_the_nodes_with_ready_endpoints_as_
         await asyncio.sleep(0.2)
     assert 'kvip_drift_items{backend="bgp"} 0.0' in text
     assert 'kvip_bgp_speaker_restarts_total 0.0' in text
-    shown = run_in_netns(bgp.cluster.node("node-a").netns, [sys.executable, "-m", "kvip", "status"]).stdout
+    shown = run_in_netns(bgp.cluster.node("node-a").netns, [sys.executable, "-m", "kvip", "status", "--socket",
+                                                            str(bgp.cluster.status_socket("node-a"))]).stdout
     assert "10.250.0.1:65000" in shown and "Established" in shown and "announcing 1 prefix" in shown
 
 

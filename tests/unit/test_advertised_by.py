@@ -3,7 +3,6 @@ candidate sets that turn heartbeat digests back into VIPs (must equal decide() r
 
 from __future__ import annotations
 
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,7 +16,13 @@ from kvip.core.advertised_by import (
     writes,
 )
 from kvip.core.decide import DecideConfig, decide
-from kvip.core.model import ClusterSnapshot, EndpointView, Leadership, ServiceKey, ServiceView
+from kvip.core.model import (
+    ClusterSnapshot,
+    EndpointView,
+    Leadership,
+    ServiceKey,
+    ServiceView,
+)
 
 NODES = [f"node-{i:02d}" for i in range(8)]
 VIPS = [f"10.96.0.{i}" for i in range(1, 7)]

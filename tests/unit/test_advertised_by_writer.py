@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-from dataclasses import replace
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 from lightkube import AsyncClient

@@ -27,7 +27,7 @@ SETUP = ROOT / ".ci" / "setup"
 PROVIDER = {
     "ip": "iproute2", "ping": "iputils-ping", "arping": "iputils-arping", "ndisc6": "ndisc6", "rdisc6": "ndisc6",
     "tcpdump": "tcpdump", "curl": "curl", "nft": "nftables", "dnsmasq": "dnsmasq-base", "ps": "procps",
-    "pkill": "procps", "bird": "bird2", "birdc": "bird2", "vtysh": "frr", "bgpd": "frr", "zebra": "frr",
+    "pkill": "procps", "sysctl": "procps", "bird": "bird2", "birdc": "bird2", "vtysh": "frr", "bgpd": "frr", "zebra": "frr",
     "gobgp": "gobgpd", "gobgpd": "gobgpd", "exabgp": "exabgp", "kubectl": "kubernetes-client",
     "python3": "python3", "systemctl": "systemd", "sudo": "sudo", "git": "git",
     # the base system: .ci/setup runs with them before it has installed anything

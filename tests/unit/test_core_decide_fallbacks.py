@@ -7,11 +7,18 @@ import ipaddress
 from collections.abc import Iterator, Mapping
 from types import MappingProxyType
 
-from kvip.core.decide import SERVICE_INTERFACE_ANNOTATION, DecideConfig, decide
+from kvip.core.decide import (
+    ALLOW_WITHOUT_ENDPOINTS_ANNOTATION,
+    IGNORE_ANNOTATION,
+    SERVICE_INTERFACE_ANNOTATION,
+    DecideConfig,
+    decide,
+)
 from kvip.core.model import (
     ClusterSnapshot,
     EndpointView,
     PortView,
+    ProbeVerdicts,
     ServiceDecision,
     ServiceKey,
     ServiceView,
@@ -57,9 +64,10 @@ def test_a_service_that_breaks_decide_is_withdrawn_and_reported_with_the_failure
     broken = ServiceView(BROKEN, annotations=UnreadableAnnotations())
     state = decide(CONFIG, snapshot(service(GOOD, "10.96.0.1"), broken))
     assert state.decisions[BROKEN] == ServiceDecision(BROKEN, (), False, False, "internal-error")
-    [problem] = [p for p in state.problems if p.service == BROKEN]
-    assert problem.reason == "InternalError"
-    assert "LookupError: 'unreadable annotations'" in problem.message
+    reports = [p for p in state.problems if p.service == BROKEN]
+    assert {p.reason for p in reports} == {"InternalError"}
+    assert "cannot decide service 'default/broken': LookupError: 'unreadable annotations'; not advertised by this " \
+           "node" in [p.message for p in reports]
     assert state.decisions[GOOD].advertised and set(state.advertisements) == {ipaddress.ip_address("10.96.0.1")}
 
 
@@ -94,7 +102,7 @@ def test_a_service_whose_only_vip_no_peer_can_carry_is_not_advertised() -> None:
     config = DecideConfig(node_name="n1", address_families=frozenset({4}))
     state = decide(config, snapshot(service(GOOD, "fd00:96::1")))
     assert state.advertisements == {} and state.decisions[GOOD].vips == ()
-    assert [p.reason for p in state.problems] == ["NoPeerForFamily"]
+    assert [(p.service, p.reason) for p in state.problems] == [(GOOD, "NoPeerForFamily")]
 
 
 def test_a_service_interface_that_is_no_interface_name_is_reported_and_ignored() -> None:
@@ -103,3 +111,35 @@ def test_a_service_interface_that_is_no_interface_name_is_reported_and_ignored()
     assert (problem.service, problem.reason) == (GOOD, "InvalidAnnotation")
     assert problem.message.startswith(f"{SERVICE_INTERFACE_ANNOTATION}='eth0/evil' is not an interface name")
     assert state.advertisements[ipaddress.ip_address("10.96.0.1")].interface is None
+
+
+def test_a_local_endpoint_our_probes_fail_does_not_count_a_remote_ready_one_still_does() -> None:
+    """Cluster policy: our own probe verdicts rule out our endpoint; a remote one we cannot probe counts."""
+    local_down = EndpointView(("10.244.0.5",), "n1")
+    remote = EndpointView(("10.244.1.5",), "n2")
+    probes = ProbeVerdicts(failing=frozenset({"10.244.0.5"}))
+    web = service(GOOD, "10.96.0.1")
+    alone = ClusterSnapshot(services={GOOD: web}, endpoints={GOOD: (local_down,)})
+    assert decide(CONFIG, alone, probes=probes).decisions[GOOD].reason == "no-ready-endpoint"
+    both = ClusterSnapshot(services={GOOD: web}, endpoints={GOOD: (local_down, remote)})
+    assert decide(CONFIG, both, probes=probes).decisions[GOOD].advertised
+
+
+def test_each_annotation_report_names_its_service_and_says_what_is_ignored() -> None:
+    auto = service(GOOD, "10.96.0.1", **{SERVICE_INTERFACE_ANNOTATION: "auto"})
+    local = ServiceView(BROKEN, external_traffic_policy="Local", annotations=MappingProxyType(
+        {IPS: "10.96.0.2", ALLOW_WITHOUT_ENDPOINTS_ANNOTATION: "true"}))
+    odd = ServiceView(ServiceKey("default", "odd"), annotations=MappingProxyType(
+        {IPS: "10.96.0.3", IGNORE_ANNOTATION: "perhaps"}))
+    state = decide(CONFIG, snapshot(auto, local, odd))
+    assert sorted((p.service.name, p.reason, p.message) for p in state.problems) == [
+        ("broken", "InvalidAnnotation", (f"{ALLOW_WITHOUT_ENDPOINTS_ANNOTATION} only applies to "
+                                         "externalTrafficPolicy=Cluster; ignored")),
+        ("good", "UnsupportedAnnotation", (f"{SERVICE_INTERFACE_ANNOTATION}=auto is not supported (no interface is "
+                                           "chosen by subnet); the VIP goes on vip_interface")),
+        ("odd", "InvalidAnnotation", f"{IGNORE_ANNOTATION}='perhaps' is not a boolean; not ignoring")]
+
+
+def test_a_decision_names_its_service_and_the_local_endpoints_it_found() -> None:
+    state = decide(CONFIG, snapshot(service(GOOD, "10.96.0.1")))
+    assert (state.decisions[GOOD].service, state.decisions[GOOD].local_endpoints) == (GOOD, ("10.244.0.5",))

@@ -67,7 +67,8 @@ def test_without_skip_end_ips_a_cidr_keeps_its_first_and_last_address() -> None:
 def test_a_pool_holds_and_offers_nothing_of_a_family_it_lacks_nor_below_its_first_address() -> None:
     pool = parse_pool("range-global", "10.0.0.5-10.0.0.6")
     assert list(pool.candidates(6, descending=False)) == [] and (6, v4("10.0.0.5")) not in pool
-    assert (4, v4("10.0.0.4")) not in pool and (4, v4("10.0.0.5")) in pool
+    assert (4, v4("10.0.0.4")) not in pool and (4, v4("10.0.0.5")) in pool and (4, v4("10.0.0.6")) in pool
+    assert (4, v4("10.0.0.7")) not in pool
 
 
 # --- ConfigMap keys -----------------------------------------------------------------------------------
@@ -83,8 +84,8 @@ def test_the_documented_values_of_every_switch_are_no_problem() -> None:
 def test_a_switch_or_sharing_value_that_is_no_boolean_is_one_problem_line() -> None:
     config = parse_pools({"skip-end-ips-in-cidr": "yes", "allow-share-a": "maybe"})
     assert set(config.problems) == {"allow-share-a='maybe' is not a boolean; sharing is off for a",
-                                    "skip-end-ips-in-cidr='yes' is neither 'true' nor 'false'; read as 'false', "
-                                    "as the provider does"}
+                                    ("skip-end-ips-in-cidr='yes' is neither 'true' nor 'false'; read as 'false', "
+                                     "as the provider does")}
 
 
 @pytest.mark.parametrize("key", ["cidr-", "range-", "allow-share-"])

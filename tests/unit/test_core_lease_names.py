@@ -90,3 +90,17 @@ def test_only_global_mode_contends_for_and_leads_by_the_global_lease() -> None:
     assert leadership_from_leases(plan, {GLOBAL}, []) == Leadership(is_global_leader=True)
     assert leadership_from_leases(plan, set(), []) == Leadership(is_global_leader=False)
     assert leadership_from_leases(ElectionPlan(ElectionMode.GLOBAL), {GLOBAL}, []) == Leadership()
+
+
+def test_with_on_demand_election_a_service_not_forced_does_not_hide_the_lease_of_a_forced_one() -> None:
+    plain, forced = service("a-plain"), service("b-forced", **{FORCE: "true"})
+    plan = ElectionPlan(ElectionMode.NONE, per_service_on_demand=True)
+    lease = LeaseKey("shop", "kubevip-b-forced")
+    assert wanted_leases(plan, {plain.key: plain, forced.key: forced}, [plain.key, forced.key]) == {lease}
+    assert leadership_from_leases(plan, {lease}, [plain, forced]).led_services == {forced.key}
+
+
+def test_a_lease_annotation_that_is_not_text_reads_as_absent() -> None:
+    """Views built outside the conversion may carry any value; it must not break the election."""
+    odd = ServiceView(ServiceKey("shop", "web"), annotations=MappingProxyType({LEASE_NAME: 42}))  # type: ignore[dict-item]
+    assert lease_of(odd) == LeaseKey("shop", "kubevip-web")

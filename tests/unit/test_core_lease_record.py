@@ -4,7 +4,13 @@ what a deletion forgets, and the snapshot status and metrics are built from."""
 
 from __future__ import annotations
 
-from kvip.core.election_rules import LeaseRecord, LeaseState, LeaseTiming, fence_ends_at
+from kvip.core.election_rules import (
+    LeaseRecord,
+    LeaseState,
+    LeaseTiming,
+    expires_after,
+    fence_ends_at,
+)
 
 LEASE = {"metadata": {"name": "kubevip-web", "namespace": "shop", "resourceVersion": "41"},
          "spec": {"holderIdentity": "node-b", "renewTime": "2026-11-30T10:00:00.000000Z",
@@ -51,3 +57,9 @@ def test_the_snapshot_reports_holder_fence_renewal_last_change_and_transitions()
     assert record.snapshot(held=True) == LeaseState(holder="node-b", held=True, renewed_at=7.5,
                                                     observed_change_at=5.0, transitions=2)
     assert record.snapshot(held=False).held is False
+
+
+def test_a_sub_second_lease_of_a_peer_declaring_no_duration_expires_after_ours() -> None:
+    record = LeaseRecord(changed_at=0.0)
+    record.observe({"spec": {"holderIdentity": "node-b", "renewTime": "t"}}, 1.0)
+    assert expires_after(record, LeaseTiming(lease_duration=0.9, renew_deadline=0.5, retry_period=0.1)) == 0.9

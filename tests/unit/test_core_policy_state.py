@@ -7,7 +7,13 @@ test_policy.py drives each policy through its main story; these pin down the sta
 from __future__ import annotations
 
 from kvip.core.model import NodeView
-from kvip.core.policy import ApiLossChange, ApiLossState, DrainState, api_loss, drain_window
+from kvip.core.policy import (
+    ApiLossChange,
+    ApiLossState,
+    DrainState,
+    api_loss,
+    drain_window,
+)
 
 SCHEDULABLE = NodeView("n1")
 CORDONED = NodeView("n1", unschedulable=True)

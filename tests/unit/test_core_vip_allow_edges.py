@@ -7,7 +7,13 @@ import ipaddress
 
 import pytest
 
-from kvip.core.vip_allow import MAX_CIDRS, InvalidAllowList, VipAllowList, parse_cidrs, parse_namespace_cidrs
+from kvip.core.vip_allow import (
+    MAX_CIDRS,
+    InvalidAllowList,
+    VipAllowList,
+    parse_cidrs,
+    parse_namespace_cidrs,
+)
 
 
 def test_exactly_the_cidr_limit_is_accepted_one_more_is_not() -> None:

@@ -65,6 +65,17 @@ def test_a_resource_version_alone_is_quiet() -> None:
     assert settled_by_status(web(spec="10.96.0.7"), web(spec="10.96.0.7", rv="2"))
 
 
+def test_the_advertised_by_annotation_written_by_one_node_wakes_no_pass_on_any_node() -> None:
+    old = web(annotation="10.96.0.7")
+    written = replace(old, resource_version="2", annotations=MappingProxyType(
+        {**old.annotations, "kvip.io/advertised-by": "node-a,node-b"}))
+    assert settled_by_status(old, written)
+    # ... but any annotation decide() reads is still a change, even in the same update.
+    edited = replace(written, annotations=MappingProxyType(
+        {**written.annotations, LOADBALANCER_IPS_ANNOTATION: "10.96.0.8"}))
+    assert not settled_by_status(old, edited)
+
+
 def test_somebody_writing_other_addresses_into_the_status_is_a_change() -> None:
     assert not settled_by_status(web(spec="10.96.0.7"), web(spec="10.96.0.7", ingress=("10.96.0.8",), rv="2"))
 

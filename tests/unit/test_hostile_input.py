@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from kvip.core import decide as decide_module
+from kvip.core import decide_service as decide_module  # decide_service() calls service_vips
 from kvip.core.decide import DecideConfig, decide
 from kvip.core.model import BadInput, ClusterSnapshot, ServiceKey, ServiceView, shown
 from kvip.kube import convert

@@ -32,7 +32,7 @@ from kvip.agent.status_doc import status_document
 from kvip.agent.supervise import supervise
 from kvip.config.agent import AgentConfig
 from kvip.core.control_plane import wants_lease
-from kvip.core.decide import decide
+from kvip.core.incremental import IncrementalDecider
 from kvip.core.leases import ElectionPlan, leadership_from_leases, wanted_leases
 from kvip.core.model import (
     CONTROL_PLANE_KEY,
@@ -115,6 +115,7 @@ class Agent:
             observers=[self.metrics.observe, self._after_pass, self.dhcp.observe],
         )
         self._decide_config = config.decide_config()
+        self._decider = IncrementalDecider(self._decide_config)
         self.advertised_by = (AdvertisedByWriter(self.client, node_name=config.node_name, namespace=config.namespace,
                                                  config=self._decide_config, period=config.resync_period)
                               if config.advertised_by and not config.disable_service_updates else None)
@@ -151,11 +152,12 @@ class Agent:
             self.probe_problems = plan.problems  # refused probe annotations, reported with decide()'s
             verdicts = self.probes.verdicts()
         # decide() is pure: the same inputs give the same answer, so a pass woken only by the
-        # dataplane (netlink echo of our own change, tampering) skips straight to the diff.
+        # dataplane (netlink echo of our own change, tampering) skips straight to the diff; any other
+        # pass decides again only what changed (kvip.core.incremental, proved equal to decide()).
         key = (leadership, verdicts, self.draining(snapshot), cp, self.dhcp.leases())
         if self._memo is not None and self._memo[0] is snapshot and self._memo[1] == key:
             return self._memo[2]
-        state = decide(self._decide_config, snapshot, leadership, verdicts, key[2], control_plane=cp, dhcp=key[4])
+        state = self._decider.decide(snapshot, leadership, verdicts, key[2], control_plane=cp, dhcp=key[4])
         self._memo = (snapshot, key, state)
         if self.elector is not None and not lost:  # (nothing can be released while the API is lost)
             # Only eligible nodes contend; one that stops being (or whose API server fails: cp Lease) releases at once.

@@ -4,17 +4,27 @@ Owns the Service, EndpointSlice and (this) Node reflectors and nothing else; wit
 (svc_enable=false: the control-plane VIP alone) only the Node's, so no Service or EndpointSlice is
 listed or watched at all. `snapshot()` turns
 their stores into one immutable `ClusterSnapshot`; it is rebuilt only when a store changed since the
-last call, so a burst of triggers costs one grouping pass, not one per event.
+last call, so a burst of triggers costs one grouping pass, not one per event, and that pass regroups only
+the Services whose EndpointSlices changed: the others keep their endpoints tuple (the same object), which
+is how `kvip.core.incremental` knows not to decide them again (kvip issue #21).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from itertools import chain
 
 from lightkube import AsyncClient
 
-from kvip.core.model import ClusterSnapshot, NodeView, ServiceKey, ServiceView
+from kvip.core.incremental import changed_keys
+from kvip.core.model import (
+    ClusterSnapshot,
+    EndpointView,
+    NodeView,
+    ServiceKey,
+    ServiceView,
+)
 from kvip.kube import convert
 from kvip.kube.convert import SliceEntry, SliceKey
 from kvip.kube.reflector import WATCH_QUIET_LIMIT, Reflector, SourceState, SourceStatus
@@ -43,6 +53,7 @@ class ClusterCache:
         self._generation = 0
         self._snapshot: ClusterSnapshot | None = None
         self._snapshot_generation = -1
+        self._endpoints = EndpointIndex()
         self._on_change = on_change
 
         def changed(source: str) -> None:
@@ -112,8 +123,40 @@ class ClusterCache:
         generation = self._generation + self.services.quiet_updates  # the snapshot shows quiet updates too
         if self._snapshot is not None and self._snapshot_generation == generation:
             return self._snapshot
-        self._snapshot = convert.snapshot(self.services.store, self.slices.store.values(),
-                                          self.node.store.get(self.node_name))
+        self._snapshot = ClusterSnapshot(dict(self.services.store), self._endpoints.update(self.slices.store),
+                                         self.node.store.get(self.node_name))
         self._snapshot_generation = generation
         return self._snapshot
+
+
+class EndpointIndex:
+    """`convert.snapshot`'s grouping of EndpointSlices under their Service, kept between snapshots: a
+    Service none of whose slices changed keeps its tuple, the very object (slices in name order)."""
+
+    def __init__(self) -> None:
+        self._seen: Mapping[SliceKey, SliceEntry] = {}
+        self._slices: dict[ServiceKey, set[SliceKey]] = {}
+        self._grouped: dict[ServiceKey, tuple[EndpointView, ...]] = {}
+
+    def update(self, store: Mapping[SliceKey, SliceEntry]) -> dict[ServiceKey, tuple[EndpointView, ...]]:
+        touched: set[ServiceKey] = set()
+        for key in changed_keys(self._seen, store):
+            before, now = self._seen.get(key), store.get(key)
+            if before is not None:
+                touched.add(before[0])
+                self._slices[before[0]].discard(key)
+            if now is not None:
+                touched.add(now[0])
+                self._slices.setdefault(now[0], set()).add(key)
+        self._seen = dict(store)
+        for service in touched:
+            slices = self._slices.get(service)
+            if not slices:
+                self._slices.pop(service, None)
+                self._grouped.pop(service, None)
+                continue
+            endpoints = tuple(chain.from_iterable(store[key][1] for key in sorted(slices)))
+            if self._grouped.get(service) != endpoints:
+                self._grouped[service] = endpoints
+        return dict(self._grouped)
 

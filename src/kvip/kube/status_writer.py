@@ -21,6 +21,7 @@ from dataclasses import replace
 
 from lightkube import AsyncClient
 
+from kvip.core.advertised_by import ANNOTATION as ADVERTISED_BY
 from kvip.core.model import DesiredState, ServiceKey, ServiceView
 from kvip.core.vips import service_vips
 from kvip.kube.errors import describe
@@ -44,14 +45,24 @@ def settled_by_status(old: ServiceView | None, new: ServiceView) -> bool:
     while the VIPs decide() reads stay the same — the ingress is not their source. Then decide() gives
     the same answer and the writer has nothing left to write. Anything else (spec, annotations, an
     ingress somebody set to other addresses, an ingress that *is* the VIP source) is a change.
-    Conservative with a VIP allow-list: a write of fewer VIPs than asked for still wakes one pass.
+    Conservative with a VIP allow-list: a write of fewer VIPs than asked for still wakes one pass. A change
+    of `kvip.io/advertised-by` alone is quiet too.
     """
-    if old is None or replace(old, ingress_ips=new.ingress_ips, resource_version=new.resource_version) != new:
+    if old is None or replace(old, ingress_ips=new.ingress_ips, resource_version=new.resource_version,
+                              annotations=_read_annotations(new)) != replace(new, annotations=_read_annotations(new)):
+        return False
+    if _read_annotations(old) != _read_annotations(new):
         return False
     if old.ingress_ips == new.ingress_ips:
         return True
     vips = service_vips(new)
     return vips == service_vips(old) and new.ingress_ips == tuple(str(v) for v in vips[0])
+
+
+def _read_annotations(view: ServiceView) -> dict[str, str]:
+    """The annotations a pass reads: all but `kvip.io/advertised-by`, which only its writer reads (on its
+    own schedule), so the echo of writing it wakes no pass on any node."""
+    return {k: v for k, v in view.annotations.items() if k != ADVERTISED_BY}
 
 
 # Seconds a written status may take to come back through the watch before it is written again: a

@@ -1,0 +1,219 @@
+"""decide(), re-run only where its inputs changed (kvip issue #21).
+
+`kvip.core.decide.decide` stays the whole truth: this class keeps the previous answer per Service and per
+VIP and, at the next pass, re-decides only the Services whose own inputs changed: their ServiceView, their
+endpoints, whether this node leads them, the probe verdicts of their local endpoint addresses, their DHCP
+lease. Services never read each other (`kvip.core.decide_service`); what sharing a VIP does (port
+conflicts, merged BGP attributes, the interface, the owner set) is re-done for every VIP a re-decided
+Service asked for before or asks for now, so the neighbours on those VIPs are covered. Anything every
+Service reads (node view, drain, control-plane addresses, the global Lease) changing → decide all again.
+A property test drives random histories through both and requires equal answers after every step.
+
+"Changed" is an identity check first: the cache hands out the same view objects for what did not change,
+so a pass costs a pointer scan over the Services plus the work for the changed ones. The memo is mutable
+on purpose (copying it per pass is the cost being removed); it is private to one agent, no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from itertools import chain, compress
+from operator import is_, is_not
+from typing import TypeVar
+
+from kvip.core.decide import (
+    NO_LEADERSHIP,
+    NO_PROBES,
+    conflicts_on,
+    control_plane_part,
+    vip_advertisement,
+)
+from kvip.core.decide_service import DecideConfig, node_blocker, service_outcome
+from kvip.core.dhcp import NO_LEASES, Leases
+from kvip.core.egress import egress_rules
+from kvip.core.model import (
+    CONTROL_PLANE_KEY,
+    Advertisement,
+    BadInput,
+    ClusterSnapshot,
+    ControlPlaneState,
+    DesiredState,
+    EgressRule,
+    IPAddress,
+    Leadership,
+    ProbeVerdicts,
+    ServiceDecision,
+    ServiceKey,
+)
+
+K = TypeVar("K")
+V = TypeVar("V")
+_MISSING = object()
+
+
+def changed_keys(old: Mapping[K, V], new: Mapping[K, V], absent: object = _MISSING) -> set[K]:
+    """Keys added, removed or whose value changed (`absent`: the value a missing key stands for): an
+    identity check per key, equality only when the objects differ (a relist hands out equal copies).
+    Two copies of one store list their keys in the same order, so they are first compared side by side
+    without hashing (a ServiceKey hashes in Python: looking each one up costs milliseconds at 10,000)."""
+    if old is new:
+        return set()
+    found: set[K] = set()
+    if len(old) == len(new) and all(map(is_, old, new)):  # (map and compress: no Python loop per key)
+        return {key for key in compress(new, map(is_not, old.values(), new.values())) if old[key] != new[key]}
+    added = 0
+    for key, value in new.items():
+        before = old.get(key, _MISSING)
+        if before is value:
+            continue
+        if before is _MISSING:
+            added += 1
+            before = absent
+        if before != value:
+            found.add(key)
+    if len(old) > len(new) - added:
+        found.update(key for key, value in old.items() if key not in new and value != absent)
+    return found
+
+
+class IncrementalDecider:
+    """One agent's decide(), remembered between passes; `decide()` takes decide()'s inputs."""
+
+    def __init__(self, config: DecideConfig) -> None:
+        self.config = config
+        self._reset()
+        self.redecided = 0  # Services re-decided by the last call (bench, tests)
+        self.full = False  # whether the last call decided everything again
+
+    def _reset(self) -> None:
+        self._global: tuple[object, ...] | None = None
+        self._snapshot = ClusterSnapshot({}, {})
+        self._leadership, self._probes, self._dhcp = NO_LEADERSHIP, NO_PROBES, NO_LEASES
+        self._decisions: dict[ServiceKey, ServiceDecision] = {}
+        self._problems: dict[ServiceKey, tuple[BadInput, ...]] = {}  # non-empty only, as are the others
+        self._egress: dict[ServiceKey, frozenset[EgressRule]] = {}
+        self._egress_problems: dict[ServiceKey, tuple[BadInput, ...]] = {}
+        self._users: dict[IPAddress, set[ServiceKey]] = {}  # Services whose decision asks for the VIP
+        self._owners: dict[IPAddress, set[ServiceKey]] = {}  # ... and are advertised here
+        self._ads: dict[IPAddress, Advertisement] = {}
+        self._clashes: dict[IPAddress, tuple[BadInput, ...]] = {}
+        self._conflicts: dict[IPAddress, tuple[BadInput, ...]] = {}
+        self._local: dict[str, set[ServiceKey]] = {}  # address of an endpoint on this node → its Services
+        self._local_of: dict[ServiceKey, frozenset[str]] = {}
+
+    def decide(self, snapshot: ClusterSnapshot, leadership: Leadership = NO_LEADERSHIP,
+               probes: ProbeVerdicts = NO_PROBES, draining: bool = False, *,
+               control_plane: ControlPlaneState | None = None, dhcp: Leases = NO_LEASES) -> DesiredState:
+        """Equal to `decide(self.config, snapshot, ...)` with the same arguments (problems in another order)."""
+        reserved = frozenset(control_plane.addresses) if control_plane is not None else frozenset()
+        everyone = (snapshot.node, draining, reserved, leadership.is_global_leader)
+        vips: set[IPAddress] = set()
+        if everyone != self._global:
+            self._reset()  # (_global is None now: `full` below)
+            dirty = set(snapshot.services)
+        else:
+            dirty = self._dirty(snapshot, leadership, probes, dhcp, vips)
+        self.full, self.redecided = everyone != self._global, len(dirty)
+        self._global = everyone
+        self._snapshot, self._leadership, self._probes, self._dhcp = snapshot, leadership, probes, dhcp
+        node_block = node_blocker(self.config, snapshot.node, draining)
+        try:
+            for key in dirty:
+                self._redecide(key, node_block, reserved, vips)
+            for vip in vips:
+                self._revip(vip, draining)
+        except BaseException:
+            self._reset()  # a half-updated memo must not outlive the pass: the next one decides everything
+            raise
+        return self._state(control_plane)
+
+    def _dirty(self, snapshot: ClusterSnapshot, leadership: Leadership, probes: ProbeVerdicts, dhcp: Leases,
+               vips: set[IPAddress]) -> set[ServiceKey]:
+        """The Services whose own inputs changed since the last call; `vips` gets the VIPs a changed DHCP
+        lease held or holds (an advertisement's interface follows the lease)."""
+        dirty = changed_keys(self._snapshot.services, snapshot.services)
+        dirty |= changed_keys(self._snapshot.endpoints, snapshot.endpoints, ())
+        dirty |= self._leadership.led_services ^ leadership.led_services
+        for address in self._probes.failing ^ probes.failing:
+            dirty |= self._local.get(address, set())
+        for key in changed_keys(self._dhcp, dhcp):
+            dirty.add(key)
+            vips.update(lease.address for lease in (self._dhcp.get(key), dhcp.get(key))
+                        if lease is not None and lease.address is not None)
+        return dirty
+
+    def _redecide(self, key: ServiceKey, node_block: str | None, reserved: frozenset[IPAddress],
+                  vips: set[IPAddress]) -> None:
+        old = self._decisions.pop(key, None)
+        if old is not None:
+            vips.update(old.vips)
+            for vip in old.vips:
+                _discard(self._users, vip, key)
+                _discard(self._owners, vip, key)
+        for address in self._local_of.pop(key, frozenset()):
+            _discard(self._local, address, key)
+        for memo in (self._problems, self._egress, self._egress_problems):
+            memo.pop(key, None)
+        service = self._snapshot.services.get(key)
+        if service is None:
+            return
+        endpoints = self._snapshot.endpoints.get(key, ())
+        local = frozenset(a for e in endpoints if e.node_name == self.config.node_name for a in e.addresses)
+        if local:
+            self._local_of[key] = local
+            for address in local:
+                self._local.setdefault(address, set()).add(key)
+        decision, found = service_outcome(self.config, service, endpoints, node_block, self._leadership,
+                                          self._probes, reserved, self._snapshot.node, self._dhcp)
+        _keep(self._problems, key, found)
+        if decision is None:
+            return
+        self._decisions[key] = decision
+        vips.update(decision.vips)
+        for vip in decision.vips:
+            self._users.setdefault(vip, set()).add(key)
+            if decision.advertised:
+                self._owners.setdefault(vip, set()).add(key)
+        egress_found: list[BadInput] = []
+        _keep(self._egress, key, egress_rules(self.config.egress, {key: service}, {key: decision}, egress_found))
+        _keep(self._egress_problems, key, tuple(egress_found))
+
+    def _revip(self, vip: IPAddress, draining: bool) -> None:
+        services = self._snapshot.services
+        _keep(self._conflicts, vip, tuple(conflicts_on(services, vip, sorted(self._users.get(vip, ())))))
+        owners = self._owners.get(vip)
+        if not owners:
+            self._ads.pop(vip, None)
+            self._clashes.pop(vip, None)
+            return
+        self._ads[vip], clashes = vip_advertisement(self.config, services, owners, vip, draining, self._dhcp)
+        _keep(self._clashes, vip, clashes)
+
+    def _state(self, control_plane: ControlPlaneState | None) -> DesiredState:
+        decisions, advertisements = dict(self._decisions), dict(self._ads)
+        cp_found: tuple[BadInput, ...] = ()
+        if control_plane is not None:
+            decisions[CONTROL_PLANE_KEY], cp_found, cp_vips = control_plane_part(self.config, control_plane,
+                                                                                  self._leadership)
+            advertisements.update(cp_vips)
+        problems = tuple(chain(chain.from_iterable(self._problems.values()),
+                               chain.from_iterable(self._conflicts.values()),
+                               chain.from_iterable(self._clashes.values()), cp_found,
+                               chain.from_iterable(self._egress_problems.values())))
+        return DesiredState(advertisements, decisions, problems, frozenset().union(*self._egress.values()))
+
+
+def _discard(index: dict[K, set[ServiceKey]], at: K, key: ServiceKey) -> None:
+    keys = index.get(at)
+    if keys is not None:
+        keys.discard(key)
+        if not keys:
+            del index[at]
+
+
+def _keep(memo: dict[K, V], at: K, value: V) -> None:
+    """Store only what is not empty, so a pass assembles the answer from what exists."""
+    if value:
+        memo[at] = value
+    else:
+        memo.pop(at, None)
