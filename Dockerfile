@@ -1,10 +1,10 @@
 # kvip image: `docker build -t kvip:0.1.0 .` (documented in docs/install.md).
 # Slim Python, pinned dependencies, iproute2 for operators debugging inside the pod, and BIRD 2:
-# BGP mode runs its own bird as a child of the agent (never as a service).
+# BGP mode runs its own bird as a child of the agent (never as a service); egress SNAT runs `nft`.
 FROM python:3.11-slim
 
 RUN apt-get update \
- && apt-get install -y --no-install-recommends iproute2 bird2 \
+ && apt-get install -y --no-install-recommends iproute2 bird2 nftables \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /opt/kvip

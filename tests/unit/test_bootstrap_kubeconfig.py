@@ -30,8 +30,7 @@ from kvip.kube.client import (
 )
 from kvip.kube.election import LeaseElector, LeaseKey, LeaseTiming
 from kvip.kube.resources import ConfigMap, Lease
-from kvip.lab.apiserver import StandIn
-from kvip.lab.objects import namespace
+from kvip.lab.apiserver import StandIn, serving
 
 ADMIN, SUPER = "kubernetes-admin", "kubernetes-super-admin"
 TOKENS = {"admin-token": ADMIN, "super-token": SUPER}
@@ -48,15 +47,9 @@ class FakeClock:
 
 @pytest.fixture
 async def api() -> AsyncIterator[StandIn]:
-    standin = StandIn(tokens=TOKENS)
-    await standin.start()
-    for ns in ("default", "kube-system"):
-        standin.create(namespace(ns))
-    standin.set_allowed(ADMIN, NOTHING)  # kubeadm init has not bound kubeadm:cluster-admins yet
-    try:
+    async with serving(tokens=TOKENS) as standin:
+        standin.set_allowed(ADMIN, NOTHING)  # kubeadm init has not bound kubeadm:cluster-admins yet
         yield standin
-    finally:
-        await standin.stop()
 
 
 @pytest.fixture

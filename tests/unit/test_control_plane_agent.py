@@ -15,9 +15,9 @@ from kvip.agent.control_plane import ControlPlane
 from kvip.agent.wiring import Agent
 from kvip.config.agent import AgentConfig, load_config
 from kvip.core.model import IPAddress
-from kvip.lab.apiserver import StandIn
+from kvip.lab.apiserver import StandIn, serving
 from kvip.lab.apiserver.store import StoreError
-from kvip.lab.objects import namespace, node
+from kvip.lab.objects import node
 from tests.unit.test_agent_fail_static import MemoryDataplane
 
 CP_VIP = "192.168.0.40"
@@ -37,16 +37,10 @@ class Health:
 
 @pytest.fixture
 async def api() -> AsyncIterator[StandIn]:
-    standin = StandIn()
-    await standin.start()
-    for ns in ("default", "kube-system"):
-        standin.create(namespace(ns))
-    for name in ("cp-1", "cp-2"):
-        standin.create(node(name))
-    try:
+    async with serving() as standin:
+        for name in ("cp-1", "cp-2"):
+            standin.create(node(name))
         yield standin
-    finally:
-        await standin.stop()
 
 
 def config(name: str, **env: str) -> AgentConfig:

@@ -26,8 +26,7 @@ from kvip.kube.election import (
     request_timeout,
 )
 from kvip.kube.resources import Lease, Service
-from kvip.lab.apiserver import StandIn
-from kvip.lab.objects import namespace
+from kvip.lab.apiserver import StandIn, serving
 
 FAST = LeaseTiming(lease_duration=2.0, renew_deadline=1.5, retry_period=0.25)
 KEY = LeaseKey("kube-system", "plndr-cp-lock")
@@ -38,14 +37,8 @@ WINDOW = 4.0  # seconds of saturation observed
 
 @pytest.fixture
 async def api() -> AsyncIterator[StandIn]:
-    standin = StandIn()
-    await standin.start()
-    for ns in ("default", "kube-system"):
-        standin.create(namespace(ns))
-    try:
+    async with serving() as standin:
         yield standin
-    finally:
-        await standin.stop()
 
 
 @pytest.fixture

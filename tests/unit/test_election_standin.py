@@ -20,8 +20,7 @@ from kvip.kube.election import (
     micro_time,
     service_lease_key,
 )
-from kvip.lab.apiserver import StandIn
-from kvip.lab.objects import namespace
+from kvip.lab.apiserver import StandIn, serving
 
 FAST = LeaseTiming(lease_duration=1.5, renew_deadline=1.0, retry_period=0.2)
 KEY = LeaseKey("kube-system", "plndr-svcs-lock")
@@ -39,14 +38,8 @@ class FakeClock:
 
 @pytest.fixture
 async def api() -> AsyncIterator[StandIn]:
-    standin = StandIn(tokens=TOKENS)
-    await standin.start()
-    for ns in ("default", "kube-system"):
-        standin.create(namespace(ns))
-    try:
+    async with serving(tokens=TOKENS) as standin:
         yield standin
-    finally:
-        await standin.stop()
 
 
 @pytest.fixture

@@ -13,20 +13,13 @@ from lightkube import AsyncClient, KubeConfig
 from lightkube.core.exceptions import ApiError
 
 from kvip.kube.resources import ConfigMap, Lease
-from kvip.lab.apiserver import StandIn
-from kvip.lab.objects import namespace
+from kvip.lab.apiserver import StandIn, serving
 
 
 @pytest.fixture
 async def api() -> AsyncIterator[StandIn]:
-    standin = StandIn(tokens={"token-a": "node-a"})
-    await standin.start()
-    for ns in ("default", "kube-system"):
-        standin.create(namespace(ns))
-    try:
+    async with serving(tokens={"token-a": "node-a"}) as standin:
         yield standin
-    finally:
-        await standin.stop()
 
 
 async def status_of(call: object) -> int:

@@ -9,12 +9,13 @@ latency). `StandInThread` runs one on its own loop for synchronous callers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import ssl
 import threading
 from base64 import b64encode
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,10 @@ from kvip.lab.apiserver.listeners import ListenerError, Listeners
 from kvip.lab.apiserver.requestlog import WRITE_VERBS, RequestRecord
 from kvip.lab.apiserver.server import ApiApp, Policy
 from kvip.lab.apiserver.store import Store, StoreError
+from kvip.lab.objects import namespace
 
-__all__ = ["WRITE_VERBS", "ListenerError", "RequestRecord", "StandIn", "StandInThread", "StoreError", "run_standalone"]
+__all__ = ["WRITE_VERBS", "ListenerError", "RequestRecord", "StandIn", "StandInThread", "StoreError", "run_standalone",
+           "serving"]
 
 READ_VERBS = ("get", "list", "watch")
 
@@ -239,6 +242,20 @@ class StandIn:
 class _Refuse(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport.abort()  # type: ignore[attr-defined]
+
+
+@contextlib.asynccontextmanager
+async def serving(*, namespaces: Iterable[str] = ("default", "kube-system"),
+                  **standin_kwargs: Any) -> AsyncIterator[StandIn]:
+    """A started stand-in holding `namespaces`, stopped on exit: what most in-process tests start from."""
+    standin = StandIn(**standin_kwargs)
+    await standin.start()
+    try:
+        for name in namespaces:
+            standin.create(namespace(name))
+        yield standin
+    finally:
+        await standin.stop()
 
 
 class StandInThread:
