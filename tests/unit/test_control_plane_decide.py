@@ -162,3 +162,8 @@ def test_property_in_election_exactly_the_healthy_leader_advertises(state: Contr
     serving = leadership.is_control_plane_leader and state.healthy and not state.leaving
     assert desired.vips == (set(state.addresses) if serving else set())
     assert desired.decisions[CONTROL_PLANE_KEY].advertised is (serving and bool(state.addresses))
+
+
+def test_the_control_plane_advertisement_is_for_the_control_plane_vip_and_marked_as_such() -> None:
+    advertisement = decide(ANYCAST, EMPTY, control_plane=cp()).advertisements[CP_VIP]
+    assert advertisement.vip == CP_VIP and advertisement.control_plane and not advertisement.services

@@ -70,6 +70,9 @@ def test_the_advertised_by_annotation_written_by_one_node_wakes_no_pass_on_any_n
     written = replace(old, resource_version="2", annotations=MappingProxyType(
         {**old.annotations, "kvip.io/advertised-by": "node-a,node-b"}))
     assert settled_by_status(old, written)
+    rewritten = replace(written, resource_version="3", annotations=MappingProxyType(
+        {**written.annotations, "kvip.io/advertised-by": "node-b"}))
+    assert settled_by_status(written, rewritten)
     # ... but any annotation decide() reads is still a change, even in the same update.
     edited = replace(written, annotations=MappingProxyType(
         {**written.annotations, LOADBALANCER_IPS_ANNOTATION: "10.96.0.8"}))
