@@ -208,3 +208,16 @@ async def test_many_services_are_written_concurrently_but_one_service_in_order()
         await asyncio.sleep(0.1)
     assert [ips for key, ips in api.writes if key == WEB] == [(VIP,), ("10.96.0.8",)]
     assert api.ingress[WEB] == ("10.96.0.8",)
+
+
+async def test_a_service_whose_status_is_right_or_already_queued_does_not_hold_up_the_next() -> None:
+    done, pending, missing = (ServiceKey("default", name) for name in ("a-done", "b-pending", "c-missing"))
+    api = FakeStatusApi({done: (VIP,)})
+    decisions = {key: ServiceDecision(key, (ipaddress.ip_address(VIP),), eligible=True, advertised=True,
+                                      reason="advertised") for key in (done, pending, missing)}
+    state = DesiredState(advertisements={}, decisions=decisions)
+    async with writing(api) as writer:
+        writer.report(advertised(pending, VIP), {pending: api.view(pending)})  # queued, not yet sent
+        writer.report(state, {key: api.view(key) for key in decisions})
+        await settle()
+    assert sorted(api.writes) == [(pending, (VIP,)), (missing, (VIP,))]
