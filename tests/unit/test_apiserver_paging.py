@@ -14,24 +14,19 @@ import pytest
 from lightkube import AsyncClient, KubeConfig
 
 from kvip.kube.resources import Service
-from kvip.lab.apiserver import StandIn
-from kvip.lab.objects import load_balancer_service, namespace
+from kvip.lab.apiserver import StandIn, serving
+from kvip.lab.objects import load_balancer_service
 
 SERVICES = "/api/v1/namespaces/default/services"
 
 
 @pytest.fixture
 async def api() -> AsyncIterator[StandIn]:
-    standin = StandIn(history_limit=50)
-    standin.policy.fresh_wait = 0.4  # the real watch cache waits 3 s; the rule is the same
-    await standin.start()
-    standin.create(namespace("default"))
-    for name in ("a", "b", "c", "d", "e"):
-        standin.create(load_balancer_service(name))
-    try:
+    async with serving(namespaces=("default",), history_limit=50) as standin:
+        standin.policy.fresh_wait = 0.4  # the real watch cache waits 3 s; the rule is the same
+        for name in ("a", "b", "c", "d", "e"):
+            standin.create(load_balancer_service(name))
         yield standin
-    finally:
-        await standin.stop()
 
 
 @pytest.fixture

@@ -10,13 +10,12 @@ from collections.abc import AsyncIterator
 import httpx2 as httpx
 import pytest
 
-from kvip.lab.apiserver import StandIn
+from kvip.lab.apiserver import StandIn, serving
 from kvip.lab.apiserver.tables import human_duration
 from kvip.lab.objects import (
     Endpoint,
     endpoint_slice,
     load_balancer_service,
-    namespace,
     node,
 )
 
@@ -28,13 +27,8 @@ SERVICES = "/api/v1/namespaces/default/services"
 
 @pytest.fixture
 async def api() -> AsyncIterator[StandIn]:
-    standin = StandIn(bookmark_interval=0.1)
-    await standin.start()
-    standin.create(namespace("default"))
-    try:
+    async with serving(namespaces=("default",), bookmark_interval=0.1) as standin:
         yield standin
-    finally:
-        await standin.stop()
 
 
 @pytest.fixture
