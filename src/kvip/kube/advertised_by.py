@@ -44,6 +44,7 @@ from kvip.kube.heartbeat import (
 )
 from kvip.kube.reflector import Reflector
 from kvip.kube.resources import Lease, Service
+from kvip.runtime.tasks import wait_event
 
 log = logging.getLogger("kvip.advertised_by")
 
@@ -171,10 +172,8 @@ class AdvertisedByWriter:
         more = False
         while True:
             if not more:
-                try:  # the period: a heartbeat going stale changes nothing in the store
-                    await asyncio.wait_for(self._wake.wait(), self._period)
-                except TimeoutError:
-                    pass
+                # the period: a heartbeat going stale changes nothing in the store
+                await wait_event(self._wake, self._period)
             await asyncio.sleep(MIN_INTERVAL)
             self._wake.clear()
             pending = self.plan(time.time())

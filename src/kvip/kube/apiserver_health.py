@@ -100,9 +100,9 @@ class ApiServerHealth:
                                              timeout=httpx.Timeout(self.settings.timeout),
                                              limits=httpx.Limits(max_connections=1, max_keepalive_connections=1))
         try:
-            # wait_for as well: httpx's timeouts are per phase, a trickling reply could outlive them.
-            response = await asyncio.wait_for(
-                self._client.get(self.settings.url, extensions=self._extensions), self.settings.timeout)
+            # A whole-request bound as well: httpx's timeouts are per phase, a trickling reply could outlive them.
+            async with asyncio.timeout(self.settings.timeout):
+                response = await self._client.get(self.settings.url, extensions=self._extensions)
         except (TimeoutError, httpx.TimeoutException):
             return False, f"no answer within {self.settings.timeout:g}s"
         except httpx.HTTPError as exc:

@@ -39,6 +39,7 @@ from kvip.core.election_rules import (
 from kvip.kube.client import ApiEndpoint, BootstrapCredentials, local_endpoint, make_client
 from kvip.kube.errors import ApiFailure, classify, describe
 from kvip.kube.resources import Lease
+from kvip.runtime.tasks import wait_event
 
 __all__ = ["CONCURRENCY", "ElectionConfigError", "LeaseElector", "LeaseKey", "LeaseState", "LeaseTiming",
            "agent_clients", "elector_client", "local_endpoint", "micro_time", "request_timeout", "service_lease_key"]
@@ -153,10 +154,7 @@ class LeaseElector:
             # or the retries left before the renew deadline shrink.
             wait = started + self.timing.retry_period - loop.time()
             if wait > 0:
-                try:
-                    await asyncio.wait_for(self._wake.wait(), wait)
-                except asyncio.TimeoutError:
-                    pass
+                await wait_event(self._wake, wait)
 
     async def _fence_loop(self) -> None:
         """Reports a lease lost by time alone at the instant the fence drops it, even while a

@@ -28,6 +28,7 @@ from lightkube.types import PatchType
 from kvip.kube.election import micro_time
 from kvip.kube.errors import ApiFailure, classify, describe
 from kvip.kube.resources import Lease
+from kvip.runtime.tasks import wait_event
 
 log = logging.getLogger("kvip.heartbeat")
 
@@ -144,10 +145,7 @@ class HeartbeatPublisher:
 
     async def run(self) -> None:
         while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), self._period)
-            except TimeoutError:
-                pass
+            await wait_event(self._wake, self._period)
             self._wake.clear()
             if self._pending is None:
                 continue

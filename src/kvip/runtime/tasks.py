@@ -1,5 +1,6 @@
 """Small asyncio building blocks shared by the adapters and the loop: the coalescing `Trigger`,
-`cancel_and_wait` for task lifetimes, and a capped exponential `Backoff` with full jitter.
+`cancel_and_wait` for task lifetimes, `wait_event` (a bounded wait that never swallows a cancel), and a
+capped exponential `Backoff` with full jitter.
 
 No kvip imports: this sits below `kube`, `dataplane` and `reconcile`."""
 
@@ -30,6 +31,20 @@ class Backoff:
 
     def reset(self) -> None:
         self._attempt = 0
+
+
+async def wait_event(event: asyncio.Event, timeout: float) -> bool:
+    """Wait for `event` at most `timeout` seconds; True if it was set.
+
+    Not `asyncio.wait_for`: on Python 3.11 it returns normally when the event is set in the same loop
+    iteration as the task is cancelled, so the cancel is lost and a shutdown waits a whole period
+    (gh-86296; seen as SIGTERM ignored for 10 s). `asyncio.timeout` re-raises the cancel."""
+    try:
+        async with asyncio.timeout(timeout):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
 
 
 async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]]) -> None:

@@ -111,7 +111,8 @@ class BirdControl:
         """Run one command; its reply as text lines. Raises BirdControlError on errors."""
         async with self._lock:
             try:
-                return await asyncio.wait_for(self._command(text), self.timeout)
+                async with asyncio.timeout(self.timeout):
+                    return await self._command(text)
             except BirdControlError:
                 raise
             except (TimeoutError, OSError, asyncio.IncompleteReadError) as exc:

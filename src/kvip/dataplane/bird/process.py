@@ -128,8 +128,9 @@ class BirdProcess:
         process = self._process
         if process is None or process.returncode is not None:
             return
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(process.wait(), timeout=timeout)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await process.wait()
 
     async def stop(self) -> None:
         await self.control.close()
@@ -137,7 +138,8 @@ class BirdProcess:
         if process is not None and process.returncode is None:
             process.terminate()  # BIRD says goodbye to its peers (Cease) before exiting
             try:
-                await asyncio.wait_for(process.wait(), 5.0)
+                async with asyncio.timeout(5.0):
+                    await process.wait()
             except TimeoutError:
                 process.kill()
                 await process.wait()

@@ -61,7 +61,8 @@ class DhcpClient:
                 self._advance(loop.time())
                 delay = max(0.0, next_wakeup(self.state) - loop.time())
                 try:
-                    data = await asyncio.wait_for(loop.sock_recv(self._sock, MAX_MESSAGE), timeout=delay)
+                    async with asyncio.timeout(delay):
+                        data = await loop.sock_recv(self._sock, MAX_MESSAGE)
                 except TimeoutError:
                     continue
                 try:

@@ -352,7 +352,8 @@ class ApiApp:
             while (left := deadline - time.monotonic()) > 0:
                 wait = min(left, self.policy.bookmark_interval) if bookmarks else left
                 try:
-                    item = await asyncio.wait_for(watcher.queue.get(), wait)
+                    async with asyncio.timeout(wait):
+                        item = await watcher.queue.get()
                 except TimeoutError:
                     if bookmarks and deadline - time.monotonic() > 0:
                         # Only kind, apiVersion and metadata.resourceVersion, as the real server's bookmarks.
