@@ -13,6 +13,13 @@ thread: the stand-in runs in a thread of its own), and so is an idle watch's boo
 node-hour figure is checks/hour x one check + bookmarks at the real server's rate (one a minute per
 watch) + the watch reopened at its 300 s timeout.
 
+Changes: the same run then makes `--changes` edits (nine EndpointSlice endpoint moves to one Service label
+edit, as in a cluster where pods churn and Services rarely change) and measures the watch bytes each costs,
+once for kvip's cache and once for a client-go-informer-style baseline (an unfiltered list and watch of
+Services and EndpointSlices, bookmarks on, no periodic relist: client-go's resync is local). Per node-hour
+at 1 and 10 changes/s cluster-wide = idle + rate x 3,600 x bytes per change. `bench/cost_model.py` turns
+this file into the cluster-wide cost model in docs/cost-model.md.
+
 Run: .venv/bin/python bench/bench_api_traffic.py [--services 10000] [--slices-per-service 3]
 """
 
@@ -128,12 +135,65 @@ async def old_relist(client: AsyncClient, api: StandInThread) -> dict[str, Any]:
     return {"requests": requests, "objects": objects, "bytes": received, "cpu_s": time.thread_time() - cpu}
 
 
+RATES = (1.0, 10.0)
+
+
+def make_change(standin: Any, k: int, services: int, per_service: int, nodes: int) -> None:
+    """Change k: an EndpointSlice's endpoints move to other nodes (9 in 10) or a Service label edit."""
+    i = (k * 7919) % services
+    name, ns = f"svc-{i:05d}", f"team-{i % 100:02d}"
+    if k % 10 == 9:
+        standin.patch("services", name, {"metadata": {"labels": {"kvip-bench/edit": str(k)}}}, ns)
+        return
+    obj = standin.get("endpointslices", f"{name}-{k % per_service:05x}", ns)
+    for endpoint in obj.get("endpoints") or []:  # each moves one node over (never a no-op: no event)
+        endpoint["nodeName"] = f"node-{(int(endpoint['nodeName'].rsplit('-', 1)[1]) + 1) % nodes}"
+    standin.replace(obj)
+
+
+async def watch_bytes_per_change(api: StandInThread, args: argparse.Namespace, start: int,
+                                 consume: Any) -> float:
+    """Wire bytes the watches of `consume` receive per change (streams closed after, so the log has them)."""
+    seq = api.requests_served
+    running = asyncio.create_task(consume())
+    await asyncio.sleep(1.0)  # the watches are open
+    for k in range(start, start + args.changes):
+        api._call_sync(lambda k=k: make_change(api.standin, k, args.services, args.slices_per_service, args.nodes))
+        if k % 20 == 0:
+            await asyncio.sleep(0)
+    await asyncio.sleep(2.0)  # delivered
+    api._call_sync(api.standin.store.close_watchers)  # server side first: the log then has the streams' bytes
+    await asyncio.sleep(0.5)
+    running.cancel()
+    await asyncio.gather(running, return_exceptions=True)
+    watches = [r for r in api.request_log(after=seq) if r.verb == "watch"]
+    return sum(r.bytes_out for r in watches) / args.changes
+
+
+async def informer_style(client: AsyncClient, api: StandInThread) -> None:
+    """The baseline once synced: a client-go informer pair watches every Service and EndpointSlice
+    (no field selector). Its one list costs the same as kvip's first sync and is not a per-change cost."""
+    now = str(api._call_sync(lambda: api.standin.store.rv))  # synced: from here on, changes only
+
+    async def follow(resource: Any) -> None:
+        async for _ in client.watch(resource, namespace="*", resource_version=now):
+            pass
+
+    await asyncio.gather(follow(Service), follow(EndpointSlice))
+
+
+def per_hour_at(rate: float, idle_requests: float, idle_bytes: float, per_change: float) -> dict[str, int]:
+    return {"requests": int(idle_requests), "bytes": int(idle_bytes + rate * HOUR * per_change)}
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--services", type=int, default=10_000)
     parser.add_argument("--slices-per-service", type=int, default=3)
     parser.add_argument("--nodes", type=int, default=100)
     parser.add_argument("--idle", type=float, default=20.0, help="seconds of idle watching measured")
+    parser.add_argument("--changes", type=int, default=400, help="edits made to measure watch bytes per change")
+    parser.add_argument("--out", default="api_traffic.json", help="file name under bench/results")
     args = parser.parse_args()
 
     total = args.services * (1 + args.slices_per_service) + 200
@@ -182,9 +242,17 @@ async def main() -> None:
     await asyncio.sleep(args.idle)
     api._call_sync(standin.store.close_watchers)  # end the streams so the log has their byte counts
     await asyncio.sleep(0.5)
+    watches = [r for r in api.request_log(after=start_seq) if r.verb == "watch" and r.bytes_out]
+
+    # Changes, to kvip's cache (it re-opens its watches from where it was) ...
+    async def kvip_watches() -> None:
+        await asyncio.Event().wait()  # the cache's own tasks do the watching
+
+    kvip_per_change = await watch_bytes_per_change(api, args, 0, kvip_watches)
     running.cancel()
     await asyncio.gather(running, return_exceptions=True)
-    watches = [r for r in api.request_log(after=start_seq) if r.verb == "watch" and r.bytes_out]
+    # ... and to the informer-style baseline, with the same kind and number of edits.
+    informer_per_change = await watch_bytes_per_change(api, args, args.changes, lambda: informer_style(client, api))
     idle = time.perf_counter() - watch_started
     bookmarks = idle * len(watches)  # one a second on each
     watch_bytes = sum(r.bytes_out for r in watches)
@@ -200,10 +268,24 @@ async def main() -> None:
     result = {"services": args.services, "endpointslices": args.services * args.slices_per_service,
               "before_one_relist": before, "after_first_sync": first, "after_one_check": check,
               "after_watch_bytes_per_line": round(per_bookmark, 1), "after_relists_total": relists,
-              "after_per_node_hour_by_check_period": after}
+              "after_per_node_hour_by_check_period": after,
+              "changes_measured": args.changes,
+              "watch_bytes_per_change": {"kvip": round(kvip_per_change), "informer": round(informer_per_change)}}
+    # Per node-hour at 1 and 10 changes/s cluster-wide, idle cost included (kvip at its default check period).
+    informer_idle = (watch_hour_requests, watch_hour_bytes)
+    result["per_node_hour_idle"] = {
+        "kvip": after["600s"], "before": {k: before["per_node_hour"][k] for k in ("requests", "bytes")},
+        "informer": per_hour_at(0.0, informer_idle[0], informer_idle[1], 0.0)}
+    result["per_node_hour_with_changes"] = {
+        f"{rate:g}/s": {
+            "kvip": per_hour_at(rate, after["600s"]["requests"], after["600s"]["bytes"], kvip_per_change),
+            "informer": per_hour_at(rate, informer_idle[0], informer_idle[1], informer_per_change),
+            "before": per_hour_at(rate, before["per_node_hour"]["requests"], before["per_node_hour"]["bytes"],
+                                  kvip_per_change),
+        } for rate in RATES}
     print(json.dumps(result, indent=2))
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "api_traffic.json").write_text(json.dumps(result, indent=2))
+    (RESULTS / args.out).write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import asyncio
 import gc
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -90,6 +91,14 @@ def proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def peak_rss_mib(pid: int) -> float:
+    """The agent's peak resident set (VmHWM) so far."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def agent_passes(lab: LabCluster, node: str) -> int:
     """From /status over the agent's own unix socket (never polled in a loop: it costs the agent CPU)."""
     out = subprocess.run(["curl", "-s", "--unix-socket", str(lab.status_socket(node)), "http://agent/status"],
@@ -102,6 +111,14 @@ def pct(values: list[float], q: int) -> float:
 
 
 EXTRA_ENV: dict[str, str] = {}  # --agent-env
+PROFILE: list[Path] = []  # --profile DIR: py-spy (the optional `bench` extra) samples the agent
+
+
+def profiler(pid: int, out: Path) -> subprocess.Popen:
+    """py-spy over the sample loop, as collapsed stacks (`--profile`): where the agent's CPU per change goes."""
+    target = PROFILE[0] / out.name
+    return subprocess.Popen(["py-spy", "record", "-p", str(pid), "-r", "500", "-f", "raw", "-o", str(target)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def agent_env(agent_src: str | None) -> dict[str, str]:
@@ -119,6 +136,7 @@ async def bench_latency(services: int, samples: int, workdir: Path, agent_src: s
         withdraw, advertise = [], []
         pid = agent.process.pid
         passes0, cpu0 = agent_passes(lab, "node-a"), proc_cpu_seconds(pid)
+        spy = profiler(pid, workdir.parent / f"profile-{services}.txt") if PROFILE else None
         try:
             for k in range(samples):
                 i = (k * 7919) % services
@@ -135,8 +153,12 @@ async def bench_latency(services: int, samples: int, workdir: Path, agent_src: s
                 await asyncio.sleep(0.05)
             await asyncio.sleep(0.5)
             cpu, passes = proc_cpu_seconds(pid) - cpu0, agent_passes(lab, "node-a") - passes0
+            rss = peak_rss_mib(pid)
         finally:
             monitor.close()
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+                spy.wait()
     changes = 2 * samples
     return {
         "services": services, "changes": changes,
@@ -144,6 +166,7 @@ async def bench_latency(services: int, samples: int, workdir: Path, agent_src: s
         "advertise_ms_p50": pct(advertise, 50), "advertise_ms_p99": pct(advertise, 99),
         "all_ms_p50": pct(withdraw + advertise, 50), "all_ms_p99": pct(withdraw + advertise, 99),
         "agent_cpu_ms_per_change": cpu / changes * 1000, "passes_per_change": passes / changes,
+        "peak_rss_mib": rss, "samples_ms": [round(s * 1000, 3) for s in withdraw + advertise],
     }
 
 
@@ -206,22 +229,25 @@ def bench_gc(services: int) -> dict:
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--sizes", default="1000,10000")
+    parser.add_argument("--sizes", default="1000,10000", help="e.g. 1000,2000,5000,10000 for the plots")
     parser.add_argument("--samples", default="100,40", help="changes timed per size (each: withdraw + advertise)")
     parser.add_argument("--sync-sizes", default="1000,2000,10000")
     parser.add_argument("--agent-src", default=None, help="run the agent from this src/ directory (before)")
     parser.add_argument("--label", default="after")
     parser.add_argument("--agent-env", action="append", default=[], help="NAME=VALUE for the agent")
     parser.add_argument("--skip", default="", help="comma list of: latency, sync, gc")
+    parser.add_argument("--profile", default=None, help="directory for py-spy profiles of the sample loop")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     EXTRA_ENV.update(item.split("=", 1) for item in args.agent_env)
+    if args.profile:
+        PROFILE.append(Path(args.profile))
     out: dict = {"label": args.label, "latency": [], "first_sync": [], "gc": None}
     with tempfile.TemporaryDirectory(prefix="kvip-bench-") as tmp:
         if "latency" not in skip:
             for size, samples in zip(map(int, args.sizes.split(",")), map(int, args.samples.split(","))):
                 out["latency"].append(await bench_latency(size, samples, Path(tmp), args.agent_src))
-                print(json.dumps(out["latency"][-1]), flush=True)
+                print(json.dumps({k: v for k, v in out["latency"][-1].items() if k != "samples_ms"}), flush=True)
         if "sync" not in skip:
             for size in map(int, args.sync_sizes.split(",")):
                 out["first_sync"].append(await bench_first_sync(size, Path(tmp), args.agent_src))

@@ -1,10 +1,13 @@
 """The one reconcile loop of a node: coalesced triggers → decide → diff against the dataplane → apply.
 
 Owns the trigger queue and the apply/retry policy. Holds no per-service state that the cache
-already holds: each pass recomputes the whole desired state and re-reads the dataplane, so a lost
-event, a crashed apply or a route deleted behind our back is repaired by the next pass, whatever
-caused it. The only memory kept between passes is for reporting (last result, last known good
-endpoint), and correctness never reads it.
+already holds: each pass recomputes the whole desired state (incrementally, proved equal to decide())
+and diffs it with what the dataplane holds, so a lost event, a crashed apply or a route deleted behind
+our back is repaired by the next pass, whatever caused it. A backend may answer `observe()` from a view
+it keeps up to date with its own monitor (kvip issue #21); every pass the resync timer, a retry, a
+resync request, the start or a dataplane hint woke makes each backend read everything back (`doubt()`).
+The only memory kept between passes is for reporting (last result, last known good endpoint), and
+correctness never reads it.
 """
 
 from __future__ import annotations
@@ -12,10 +15,11 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from kvip.core.incremental import IdentityMemo, changed_keys
 from kvip.core.model import DesiredState, IPAddress, ServiceKey
 from kvip.dataplane.base import ApplyError, Dataplane
 from kvip.runtime.tasks import Backoff, Trigger
@@ -44,6 +48,9 @@ class ReconcileResult:
     duration: float  # seconds
     error: str | None = None  # a backend could not even be read
     first_trigger_at: float | None = None  # wall clock of the first trigger this pass served
+    # Services whose decision differs from the previous pass's (None: unknown, e.g. the first pass):
+    # observers report these, not every Service, on each pass.
+    changed_services: frozenset[ServiceKey] | None = None
 
     @property
     def changed(self) -> bool:
@@ -78,6 +85,31 @@ def freeze_long_lived() -> None:
 # dataplane is left exactly as it is, which is what makes a restart gap-free.
 ComputeDesired = Callable[[], DesiredState | None]
 ResultObserver = Callable[[ReconcileResult], None]
+
+# Passes woken only by these cluster inputs may trust what a backend keeps of the dataplane; any other
+# reason (the resync timer, a retry, a resync request, the start, a dataplane hint, one unknown here)
+# makes every backend read its dataplane back.
+INPUT_REASONS = ("source:", "lease", "probe", "dhcp", "drain-window", "apiserver-health", "dns")
+
+
+def reads_back(reasons: Mapping[str, int] | None) -> bool:
+    return not reasons or not all(reason.startswith(INPUT_REASONS) for reason in reasons)
+
+
+# str() of each VIP, remembered: ipaddress formats (and hashes) in Python, and every pass reports again.
+_TEXTS: IdentityMemo[IPAddress, str] = IdentityMemo(str)
+
+
+def vip_texts(vips: Collection[IPAddress]) -> set[str]:
+    return set(_TEXTS(vips))
+
+
+def reported_vips(result: ReconcileResult) -> tuple[set[str], set[str]]:
+    """The VIPs a pass wanted and those the dataplane holds after it, as text (metrics, heartbeat)."""
+    desired = vip_texts(result.desired.advertisements)
+    if not any(d.vips_not_added or d.vips_not_removed for d in result.diffs):
+        return desired, set(desired)  # every change landed: the dataplane holds what was wanted
+    return desired, vip_texts(result.held_vips)
 
 
 class Reconciler:
@@ -129,10 +161,15 @@ class Reconciler:
         desired = self._compute()
         if desired is None:
             return None
-        self._remember_endpoints(desired)
+        previous = self.last_result.desired if self.last_result is not None else None
+        changed = frozenset(changed_keys(previous.decisions, desired.decisions)) if previous is not None else None
+        self._remember_endpoints(desired, changed)
         diffs: list[BackendDiff] = []
         error: str | None = None
+        readback = reads_back(reasons)
         for backend in self.backends:
+            if readback:
+                backend.doubt()
             try:
                 diffs.append(await self._converge(backend, desired))
             except Exception as exc:  # noqa: BLE001 (a backend that cannot be read must not stop the others)
@@ -146,6 +183,7 @@ class Reconciler:
             duration=time.perf_counter() - t0,
             error=error,
             first_trigger_at=self.trigger.last_batch_fired_at if reasons else None,
+            changed_services=changed,
         )
         self.passes += 1
         self.last_result = result
@@ -158,6 +196,7 @@ class Reconciler:
         removed = 0
         for backend in self.backends:
             try:
+                backend.doubt()
                 owned = await backend.observe()
                 if owned:
                     await backend.apply(frozenset(), owned)
@@ -188,10 +227,15 @@ class Reconciler:
                            frozenset(backend.vip_of(item) for item in failed if item in add),
                            frozenset(backend.vip_of(item) for item in failed if item in remove))
 
-    def _remember_endpoints(self, desired: DesiredState) -> None:
-        for key, decision in desired.decisions.items():
-            if decision.local_endpoints:
+    def _remember_endpoints(self, desired: DesiredState, changed: frozenset[ServiceKey] | None) -> None:
+        decisions = desired.decisions
+        if changed is None:  # everything, once
+            self.last_known_good_endpoint = {k: d.local_endpoints[0] for k, d in decisions.items()
+                                             if d.local_endpoints}
+            return
+        for key in changed:  # an unchanged decision keeps its endpoint
+            decision = decisions.get(key)
+            if decision is None:
+                self.last_known_good_endpoint.pop(key, None)
+            elif decision.local_endpoints:
                 self.last_known_good_endpoint[key] = decision.local_endpoints[0]
-        for key in list(self.last_known_good_endpoint):
-            if key not in desired.decisions:
-                del self.last_known_good_endpoint[key]

@@ -25,7 +25,8 @@ NAMESPACES = ("default", "team-a", "team-b")
 GOOD = (("default", "good", "10.96.0.1", "Cluster"), ("default", "good-local", "10.96.0.2", "Local"),
         ("team-a", "good-tenant", "10.96.200.1", "Cluster"))
 # Corpus services whose VIP must be advertised once the corpus is in (bad input next to a good VIP).
-SURVIVORS = {"10.96.3.20", "10.96.3.22", "10.96.3.23", "10.96.3.29", "10.96.3.30", "10.96.200.2", "10.96.3.31"}
+SURVIVORS = {"10.96.3.20", "10.96.3.22", "10.96.3.23", "10.96.3.29", "10.96.3.30", "10.96.200.2", "10.96.3.31",
+             "10.96.3.40", "10.96.3.41"}  # (the last two: bad egress annotations cost the SNAT, not the VIP)
 
 
 @dataclass(frozen=True)
@@ -218,4 +219,14 @@ CORPUS: list[Case] = [
                            "metadata": {"name": "missing-spec", "namespace": "default"}},), NONE),
     Case("ok-with-bad-bgp-and-iface", (with_vip("ok-with-bad-bgp-and-iface", "10.96.3.31", {
         "kvip.io/bgp-local-pref": "abc", "kube-vip.io/serviceInterface": "eth0\nforged"}),), ALL),
+    # DHCP and egress (issue #19; the full set is tests/unit/test_bad_input_dhcp_egress.py): a MAC that is no
+    # host's refuses the DHCP client, egress networks or ports that do not parse refuse the SNAT only.
+    Case("dhcp-mac-multicast", (lb("dhcp-mac-multicast", vips=["0.0.0.0"], via="spec",
+                                   annotations={"kube-vip.io/hwaddr": "01:00:5e:00:00:01"}),), ALL),
+    Case("dhcp-mac-short", (lb("dhcp-mac-short", vips=["0.0.0.0"], via="spec",
+                               annotations={"kube-vip.io/hwaddr": "02:00:00:00:01"}),), ALL),
+    Case("egress-denied-garbage", (with_vip("egress-denied-garbage", "10.96.3.40", {
+        "kube-vip.io/egress": "true", "kube-vip.io/egress-denied-networks": "10.0.0.0/33,not-a-network"}),), ALL),
+    Case("egress-ports-garbage", (with_vip("egress-ports-garbage", "10.96.3.41", {
+        "kube-vip.io/egress": "true", "kube-vip.io/egress-destination-ports": "tcp:0,icmp:1"}),), ALL),
 ]

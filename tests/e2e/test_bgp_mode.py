@@ -105,6 +105,11 @@ async def test_router_learns_vip_from_exactly_the_nodes_with_ready_endpoints_as_
     shown = run_in_netns(bgp.cluster.node("node-a").netns, [sys.executable, "-m", "kvip", "status", "--socket",
                                                             str(bgp.cluster.status_socket("node-a"))]).stdout
     assert "10.250.0.1:65000" in shown and "Established" in shown and "announcing 1 prefix" in shown
+    # kvip.io/advertised-by names the peer each carrier exports the VIP to (the IPv6 session does not carry it)
+    while (said := (bgp.cluster.api.get("services", "web", "default")["metadata"].get("annotations") or {}).get(
+            "kvip.io/advertised-by")) != "node-a(peer 10.250.0.1),node-b(peer 10.250.0.1)":
+        assert time.monotonic() < deadline + 20, said
+        await asyncio.sleep(0.2)
 
 
 def metrics(lab: BgpLab, node: str) -> str:

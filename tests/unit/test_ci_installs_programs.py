@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import tomllib
 from functools import cache
 from pathlib import Path
 
@@ -41,6 +42,9 @@ BASE_SYSTEM = {"bash", "coreutils", "grep", "sed", "tar", "dpkg", "apt"}
 # Used only when present, and checked with `command -v` first.
 OPTIONAL = {"sudo": "only to become root when not root", "systemctl": "only to keep daemons from running as services",
             "git": "only to name the commit a mutation run saw (.ci/mutation)"}
+# Programs from one of the project's optional pip extras (pyproject.toml), never needed by .ci/run: the extra
+# must list the package (checked below), and they are not looked up in Debian.
+FROM_PIP_EXTRA = {"py-spy": ("bench", "py-spy")}
 # Packages that may hold a program instead of PROVIDER's, as `dpkg -S` reports them.
 ALSO_FROM = {"kubectl": {"kubectl"}, "python3": {"python3-minimal"}}
 
@@ -192,6 +196,11 @@ def packages_installed_by_setup(text: str) -> set[str]:
 def test_setup_installs_the_package_of_every_program_the_project_runs() -> None:
     used = programs_in_project()
     installed = packages_installed_by_setup(SETUP.read_text())
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    unlisted = [f"{p} (pip extra [{extra}] should list {package})" for p, (extra, package) in FROM_PIP_EXTRA.items()
+                if p in used and not any(re.match(rf"{re.escape(package)}\b", r) for r in extras.get(extra, []))]
+    assert not unlisted, f"programs from a pip extra that does not list them: {unlisted}"
+    used = {p: where for p, where in used.items() if p not in FROM_PIP_EXTRA}
     unknown = [f"{p} (run in {where})" for p, where in sorted(used.items()) if p not in PROVIDER]
     assert not unknown, f"programs with no Debian package in PROVIDER (add it here and to .ci/setup): {unknown}"
     missing = [f"{p} (run in {where}; Debian package {PROVIDER[p]})" for p, where in sorted(used.items())

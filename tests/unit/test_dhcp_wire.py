@@ -104,13 +104,4 @@ def test_a_requested_ip_of_the_wrong_family_is_reported_and_not_requested() -> N
     ask, problems = dhcp_ask(svc(**{"kube-vip.io/requestedIP": "2001:db8::5"}))
     assert ask is not None and ask.requested is None
     assert [p.reason for p in problems] == ["InvalidAnnotation"] and "IPv4" in problems[0].message
-    # kube-vip's dual-stack form: the IPv6 lease after the IPv4 one is not an error when '::' is asked too
-    ask, problems = dhcp_ask(svc(**{"kube-vip.io/loadbalancerIPs": "0.0.0.0,::",
-                                    "kube-vip.io/requestedIP": "192.0.2.7,2001:db8::5"}))
-    assert ask is not None and str(ask.requested) == "192.0.2.7"
-    assert [p.reason for p in problems] == ["UnsupportedDHCP"]
-
-
-def test_dhcpv6_alone_is_refused_in_one_clear_line() -> None:
-    ask, problems = dhcp_ask(svc("::"))
-    assert ask is None and [p.reason for p in problems] == ["UnsupportedDHCP"]
+    # kube-vip's dual-stack form (the IPv4 lease, then the IPv6 one): tests/unit/test_dhcp6_ask.py

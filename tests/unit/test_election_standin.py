@@ -324,8 +324,8 @@ async def test_two_hundred_service_leases_are_all_held_within_two_cycles_at_a_fr
     a = LeaseElector(clients("node-a"), identity="node-a", timing=timing, on_change=lambda: None, clock=clock)
     keys = [service_lease_key(ServiceKey("default", f"svc-{i}")) for i in range(200)]
     a.want(keys)
-    await a.cycle()  # sees none of them: each waits out its own spread delay (under two periods)
-    clock.now += 2 * timing.retry_period
+    await a.cycle()  # sees none of them: each waits out its own spread delay (alone in a burst of 200:
+    clock.now += 3 * timing.retry_period  # at most log8(200) = 2.5 periods, see spread_delay)
     await a.cycle()
     assert len(a.held()) == 200
     before = api.requests_served

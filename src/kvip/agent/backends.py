@@ -1,5 +1,5 @@
-"""The dataplane backends of an agent's mode (routes, ARP/NDP, BGP) and of Service egress, built from its
-configuration."""
+"""The dataplane backends of an agent's mode (routes, ARP/NDP, BGP) and of Service egress, and its Lease
+elector, built from its configuration."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from typing import Any
 
 from kvip.config.agent import AgentConfig, Mode
 from kvip.dataplane.base import Dataplane
+from kvip.kube.election import LeaseElector
+from kvip.reconcile import ReconcileResult
 
 
 class AgentError(Exception):
@@ -22,6 +24,19 @@ def default_backends(config: AgentConfig, on_conflict: Callable[[Any, str], None
 
         backends.append(NftEgress(instance_name=config.instance_name))
     return backends
+
+
+def service_elector(config: AgentConfig, client: Any, on_change: Callable[[], None],
+                    last_pass: Callable[[], ReconcileResult | None]) -> LeaseElector:
+    """The agent's elector. kvip.io/preferred-nodes: a holder hands a Lease over only once a dataplane pass
+    that started after it stopped counting the Lease as held has applied (the VIP is gone here)."""
+
+    def withdrawn(since: float) -> bool:
+        last = last_pass()
+        return last is not None and last.started_at >= since and not last.failed and last.error is None
+
+    return LeaseElector(client, identity=config.node_name, timing=config.lease_timing, on_change=on_change,
+                        holddown=config.preference_holddown, withdrawn=withdrawn)
 
 
 def mode_backends(config: AgentConfig, on_conflict: Callable[[Any, str], None]) -> list[Dataplane[Any]]:

@@ -7,6 +7,9 @@ of clients; `run` reconciles the running clients against it. What a client holds
 only its lease. A client stopped because this node no longer leads the Service keeps its lease at the
 server (the next leader asks with the same MAC for the same address); a Service deleted, or no longer
 asking for DHCP, has its lease released (DHCPRELEASE).
+
+A Service asking for `0.0.0.0` has a DHCPv4 client, one asking for `::` a DHCPv6 client, one asking for
+both has both, on its one macvlan (as kube-vip does).
 """
 
 from __future__ import annotations
@@ -23,10 +26,13 @@ from lightkube import AsyncClient
 from kvip.agent.backends import default_route_interface
 from kvip.config.agent import AgentConfig
 from kvip.core.dhcp import DHCP_PENDING, DhcpAsk, DhcpLease, dhcp_ask, lease_annotations
-from kvip.core.dhcp_lease import held_address
+from kvip.core.dhcp6_lease import held_address6
+from kvip.core.incremental import changed_keys
+from kvip.core.dhcp_lease import ClientState, held_address
 from kvip.core.model import ServiceKey, ServiceView
 from kvip.dataplane.dhcp import macvlan
 from kvip.dataplane.dhcp.client import DhcpClient, send_release
+from kvip.dataplane.dhcp.client6 import Dhcp6Client, send_release6
 from kvip.kube.errors import describe
 from kvip.kube.resources import Service
 from kvip.reconcile import ReconcileResult
@@ -40,22 +46,35 @@ class _Running:
     task: asyncio.Task[None]
 
 
+@dataclass
+class _Running6:
+    client: Dhcp6Client
+    task: asyncio.Task[None]
+
+
 def _identity(ask: DhcpAsk) -> DhcpAsk:
     """What makes a client a different client: the requested IP is what we write back after a lease."""
-    return replace(ask, requested=None)
+    return replace(ask, requested=None, requested6=None)
 
 
 class DhcpRunner:
     def __init__(self, config: AgentConfig, services: Callable[[], Mapping[ServiceKey, ServiceView]],
                  client: AsyncClient, on_change: Callable[[], None]) -> None:
-        self._store = services  # the cache's store: whether a Service still exists (release or not)
+        # The cache's Services, as a mapping never changed in place (a snapshot's): whether a Service
+        # still exists (release or not), and what changed since the last pass.
+        self._store = services
         self._kube = client
         self._on_change = on_change
         self._interface = config.interface
         self._write = not config.disable_service_updates
         self._keep = config.keep_routes_on_exit
         self._wanted: dict[ServiceKey, DhcpAsk] | None = None
-        self._running: dict[ServiceKey, _Running] = {}
+        # What the previous pass saw, to look again only at Services whose decision or view changed
+        # (kvip issue #21: asking every advertised Service whether it wants DHCP cost 27 ms at 10,000).
+        self._decisions: Mapping[ServiceKey, object] = {}
+        self._views: Mapping[ServiceKey, ServiceView] = {}
+        self._running: dict[ServiceKey, _Running] = {}  # DHCPv4 clients
+        self._running6: dict[ServiceKey, _Running6] = {}  # DHCPv6 clients
         self._written: dict[ServiceKey, dict[str, str]] = {}
         self._failed: dict[ServiceKey, str] = {}
         self._wake = asyncio.Event()
@@ -69,29 +88,48 @@ class DhcpRunner:
 
     def leases(self) -> Mapping[ServiceKey, DhcpLease]:
         """decide()'s input: per running client, its address (None while it has none, with why it lost one)."""
-        found = {}
-        for key, running in self._running.items():
-            state = running.client.state
-            found[key] = DhcpLease(held_address(state), running.client.ask.interface, state.lost)
+        found = {key: self._lease(key) for key in self._keys()}
         for key, why in self._failed.items():
             found.setdefault(key, DhcpLease(None, "", why))
         return MappingProxyType(found)
 
     def observe(self, result: ReconcileResult) -> None:
-        """The desired clients from a pass's decisions: led here and asking for DHCP."""
-        wanted = {}
-        for key, decision in result.desired.decisions.items():
-            service = self._services().get(key)
-            if service is None or not (decision.advertised or decision.reason == DHCP_PENDING):
+        """The desired clients from a pass's decisions: led here and asking for DHCP. Only Services whose
+        decision or cached view changed since the last pass are looked at again."""
+        decisions, services = result.desired.decisions, self._services()
+        keys = changed_keys(self._decisions, decisions) | changed_keys(self._views, services)
+        self._decisions, self._views = decisions, services
+        wanted = dict(self._wanted or {})
+        for key in keys:
+            wanted.pop(key, None)
+            decision, service = decisions.get(key), services.get(key)
+            if service is None or decision is None or not (decision.advertised or decision.reason == DHCP_PENDING):
                 continue
             ask = dhcp_ask(service)[0]
             if ask is not None:
                 wanted[key] = ask
-        if wanted != self._wanted:
+        if self._wanted is None or wanted != self._wanted:
             self._wanted = wanted
             self._wake.set()
-        if self._write and any(self._annotations_due(key) for key in self._running):
+        if self._write and any(self._annotations_due(key) for key in self._keys()):
             self._wake.set()
+
+    def _lease(self, key: ServiceKey) -> DhcpLease:
+        """What a Service's clients hold: its IPv4 and IPv6 leases, and why one was lost."""
+        v4, v6 = self._running.get(key), self._running6.get(key)
+        return DhcpLease(held_address(v4.client.state) if v4 else None, self._ask(key).interface,
+                         (v4.client.state.lost if v4 else None) or (v6.client.state.lost if v6 else None),
+                         held_address6(v6.client.state) if v6 else None)
+
+    def _keys(self) -> list[ServiceKey]:
+        """The Services with a running client of either family."""
+        return list(dict.fromkeys([*self._running, *self._running6]))
+
+    def _ask(self, key: ServiceKey) -> DhcpAsk:
+        v4, v6 = self._running.get(key), self._running6.get(key)
+        ask = v4.client.ask if v4 is not None else v6.client.ask if v6 is not None else None
+        assert ask is not None
+        return ask
 
     async def run(self) -> None:
         try:
@@ -105,15 +143,15 @@ class DhcpRunner:
 
     async def _reconcile(self) -> None:
         wanted = self._wanted or {}
-        for key in list(self._running):
-            ask = wanted.get(key)
-            if ask is None or _identity(ask) != _identity(self._running[key].client.ask):
-                await self._stop(key, moved=ask is not None and ask.interface != self._running[key].client.ask.interface)
+        for key in self._keys():
+            ask, held = wanted.get(key), self._ask(key)
+            if ask is None or _identity(ask) != _identity(held):
+                await self._stop(key, moved=ask is not None and ask.interface != held.interface)
         for key, ask in wanted.items():
-            if key not in self._running:
+            if (4 in ask.families and key not in self._running) or (6 in ask.families and key not in self._running6):
                 await self._start(key, ask)
         if self._wanted is not None:  # a macvlan of ours no client needs: left by an earlier run
-            keep = {r.client.ask.interface for r in self._running.values()}
+            keep = {self._ask(key).interface for key in self._keys()}
             for name in set(await macvlan.ours()) - keep:
                 await macvlan.remove(name)
 
@@ -128,11 +166,17 @@ class DhcpRunner:
                 self._on_change()
             return
         self._failed.pop(key, None)
-        client = DhcpClient(ask, self._on_change)
-        self._running[key] = _Running(client, asyncio.create_task(self._supervised(client), name=f"dhcp-{key}"))
-        log.info("service %s: DHCP client on %s (MAC %s)", key, ask.interface, ask.mac.hex(":"))
+        if 4 in ask.families and key not in self._running:
+            client = DhcpClient(ask, self._on_change)
+            self._running[key] = _Running(client, asyncio.create_task(self._supervised(client), name=f"dhcp-{key}"))
+            log.info("service %s: DHCP client on %s (MAC %s)", key, ask.interface, ask.mac.hex(":"))
+        if 6 in ask.families and key not in self._running6:
+            client6 = Dhcp6Client(ask, self._on_change)
+            self._running6[key] = _Running6(client6, asyncio.create_task(self._supervised(client6),
+                                                                         name=f"dhcp6-{key}"))
+            log.info("service %s: DHCPv6 client on %s (MAC %s)", key, ask.interface, ask.mac.hex(":"))
 
-    async def _supervised(self, client: DhcpClient) -> None:
+    async def _supervised(self, client: DhcpClient | Dhcp6Client) -> None:
         while True:
             try:
                 await client.run()
@@ -143,36 +187,49 @@ class DhcpRunner:
             await asyncio.sleep(2.0)
 
     async def _stop(self, key: ServiceKey, *, moved: bool = False) -> None:
-        running = self._running.pop(key)
-        running.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await running.task
-        ask, state = running.client.ask, running.client.state
+        ask = self._ask(key)
+        running, running6 = self._running.pop(key, None), self._running6.pop(key, None)
+        for task in [r.task for r in (running, running6) if r is not None]:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         service = self._services().get(key)
-        gone = service is None or dhcp_ask(service)[0] is None
-        if gone or (self._wanted or {}).get(key, ask).mac != ask.mac:
-            send_release(ask, state)  # deleted, no longer DHCP, or another MAC: this lease is over
+        now = dhcp_ask(service)[0] if service is not None else None
+        if now is None or now.mac != ask.mac:  # deleted, no longer DHCP, or another MAC: this lease is over
+            if running is not None:
+                send_release(ask, running.client.state)
+            if running6 is not None:
+                await send_release6(ask, running6.client.state)
+        elif running6 is not None and 6 not in now.families:  # `::` no longer asked
+            await send_release6(ask, running6.client.state)
+        elif running is not None and 4 not in now.families:
+            send_release(ask, running.client.state)
+        gone = now is None
         self._written.pop(key, None)
         if gone or moved or key not in (self._wanted or {}):
             await macvlan.remove(ask.interface)
         self._on_change()
 
     async def _stop_all(self) -> None:
-        for key in list(self._running):
-            running = self._running.pop(key)
-            running.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await running.task
+        for key in self._keys():
+            interface = self._ask(key).interface
+            for running in (self._running.pop(key, None), self._running6.pop(key, None)):
+                if running is not None:
+                    running.task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await running.task
             if not self._keep:  # the VIP goes with the link; a restarted agent asks again for the same address
                 with contextlib.suppress(Exception):
-                    await macvlan.remove(running.client.ask.interface)
+                    await macvlan.remove(interface)
 
     def _annotations_due(self, key: ServiceKey) -> dict[str, str] | None:
-        running, service = self._running.get(key), self._services().get(key)
-        if running is None or service is None or held_address(running.client.state) is None:
+        service = self._services().get(key)
+        if service is None or (key not in self._running and key not in self._running6):
             return None
-        lease = DhcpLease(held_address(running.client.state), running.client.ask.interface)
-        notes = lease_annotations(running.client.ask, lease)
+        lease = self._lease(key)
+        if not lease.addresses:
+            return None
+        notes = lease_annotations(self._ask(key), lease)
         if all(service.annotations.get(k) == v for k, v in notes.items()) or self._written.get(key) == notes:
             return None
         return notes
@@ -180,7 +237,7 @@ class DhcpRunner:
     async def _write_annotations(self) -> None:
         """kube-vip's hwaddr and requestedIP annotations, so a restart or the next leader asks again for the
         same address with the same MAC. Best effort: a failure is retried on a later pass."""
-        for key in list(self._running):
+        for key in self._keys():
             notes = self._annotations_due(key) if self._write else None
             if notes is None:
                 continue
@@ -189,3 +246,7 @@ class DhcpRunner:
                 self._written[key] = notes
             except Exception as exc:  # noqa: BLE001 (never costs the lease)
                 log.warning("service %s: cannot write %s: %s", key, ", ".join(notes), describe(exc))
+
+    def clients(self) -> dict[ServiceKey, tuple[DhcpAsk, ClientState]]:
+        """Read-only, for status and metrics: each running client's ask and current lease state."""
+        return {key: (r.client.ask, r.client.state) for key, r in self._running.items()}

@@ -8,8 +8,10 @@ dashboards built for kube-vip keep working.
 
 from __future__ import annotations
 
+import collections
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
+from operator import attrgetter
 
 from prometheus_client import (
     CollectorRegistry,
@@ -18,11 +20,11 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from kvip import __version__
-from kvip.core.model import CONTROL_PLANE_KEY
+from kvip.core.model import CONTROL_PLANE_KEY, ServiceDecision, ServiceKey
 from kvip.kube.reflector import SourceState, SourceStatus
 from kvip.reconcile import ReconcileResult
 
@@ -33,7 +35,7 @@ class _SourceCollector(Collector):
         self._statuses = statuses
         self._staleness = staleness
 
-    def collect(self) -> Iterable[GaugeMetricFamily]:
+    def collect(self) -> Iterable[Metric]:
         state = GaugeMetricFamily(
             "kvip_source_state", "1 for the current state of each API source", labels=["resource", "state"]
         )
@@ -48,7 +50,12 @@ class _SourceCollector(Collector):
                                      labels=["resource"])
         errors = GaugeMetricFamily("kvip_source_errors", "API errors by HTTP code ('network' for transport)",
                                    labels=["resource", "code"])
+        checks, repairs, last_check = _consistency_families()
         for status in self._statuses():
+            checks.add_metric([status.resource], status.checks)
+            repairs.add_metric([status.resource], status.check_repairs)
+            if status.last_check_at is not None:
+                last_check.add_metric([status.resource], status.last_check_at)
             for candidate in SourceState:
                 state.add_metric([status.resource, candidate.value], 1.0 if candidate is status.state else 0.0)
             objects.add_metric([status.resource], status.objects)
@@ -59,12 +66,22 @@ class _SourceCollector(Collector):
             restarts.add_metric([status.resource], status.watch_restarts)
             for code, count in status.errors.items():
                 errors.add_metric([status.resource, code], count)
-        yield from (state, objects, last_list, since, relists, restarts, errors)
+        yield from (state, objects, last_list, since, relists, restarts, errors, checks, repairs, last_check)
         if self._staleness is not None:
             stale = GaugeMetricFamily("kvip_api_staleness_seconds",
                                       "How long the cache has gone unconfirmed beyond normal (on_api_loss input)")
             stale.add_metric([], self._staleness())
             yield stale
+
+
+def _consistency_families() -> tuple[CounterMetricFamily, CounterMetricFamily, GaugeMetricFamily]:
+    """The consistency check of each source (kvip.kube.consistency): how often it ran, what it repaired."""
+    return (CounterMetricFamily("kvip_consistency_checks", "Consistency checks completed (metadata list "
+                                "compared with the cache)", labels=["resource"]),
+            CounterMetricFamily("kvip_consistency_check_repairs", "Objects a consistency check found different "
+                                "from the API server and fetched again", labels=["resource"]),
+            GaugeMetricFamily("kvip_consistency_check_last_timestamp_seconds", "Wall clock of the last "
+                              "completed consistency check", labels=["resource"]))
 
 
 class AgentMetrics:
@@ -123,6 +140,10 @@ class AgentMetrics:
         # kube-vip's names for the same quantities (its pkg/metrics).
         self._node = node_name
         self._held: set[str] = set()
+        self._per_namespace: collections.Counter[str] = collections.Counter()
+        self._shown_namespaces: set[str] = set()
+        self._eligible = 0
+        self._decisions: Mapping[ServiceKey, ServiceDecision] | None = None
         self.kube_vip_active_services = Gauge("kube_vip_active_services", "How many LB services are currently "
                                               "managed", ["namespace"], registry=r)
         self.kube_vip_is_leader = Gauge("kube_vip_is_leader", "1 if this node currently holds the lease",
@@ -158,13 +179,38 @@ class AgentMetrics:
             if diff.failed:
                 self.failures.labels(diff.backend).inc(len(diff.failed))
         self.desired_vips.labels(self._mode).set(len(result.desired.advertisements))
-        self.kube_vip_active_services.clear()
-        for key in result.desired.decisions:
-            if key != CONTROL_PLANE_KEY:
-                self.kube_vip_active_services.labels(key.namespace).inc()
-        self.eligible_services.set(len(result.desired.eligible - {CONTROL_PLANE_KEY}))
+        self._count_services(result.desired.decisions, result.changed_services)
         self.bad_input.set(len({p.service for p in result.desired.problems}))
         self.last_reconcile.set(time.time())
+
+    def _count_services(self, decisions: Mapping[ServiceKey, ServiceDecision],
+                        changed: Collection[ServiceKey] | None) -> None:
+        """Services per namespace and eligible ones, counted again only for `changed` (kvip issue #21); a
+        labels().inc() per Service on every pass cost milliseconds at 10,000."""
+        previous, self._decisions = self._decisions, decisions
+        if previous is None or changed is None:
+            self._per_namespace = collections.Counter(map(attrgetter("namespace"), decisions))
+            self._eligible = sum(map(attrgetter("eligible"), decisions.values()))
+            self._per_namespace[CONTROL_PLANE_KEY.namespace] -= CONTROL_PLANE_KEY in decisions
+            self._eligible -= bool((cp := decisions.get(CONTROL_PLANE_KEY)) and cp.eligible)
+            touched: Iterable[str] = self._per_namespace.keys() | self._shown_namespaces
+        else:
+            touched = set()
+            for key in changed:
+                if key == CONTROL_PLANE_KEY:
+                    continue
+                old, new = previous.get(key), decisions.get(key)
+                self._per_namespace[key.namespace] += (new is not None) - (old is not None)
+                self._eligible += bool(new and new.eligible) - bool(old and old.eligible)
+                touched.add(key.namespace)
+        for namespace in touched:
+            if self._per_namespace[namespace] > 0:
+                self.kube_vip_active_services.labels(namespace).set(self._per_namespace[namespace])
+                self._shown_namespaces.add(namespace)
+            elif namespace in self._shown_namespaces:
+                self.kube_vip_active_services.remove(namespace)
+                self._shown_namespaces.discard(namespace)
+        self.eligible_services.set(self._eligible)
 
     def observe_control_plane(self, healthy: bool, leader: bool | None, advertised: bool) -> None:
         """`leader` None: anycast (no Lease), where every advertising node counts as a leader."""
@@ -204,3 +250,40 @@ def _cause(reasons: Mapping[str, int]) -> str:
         if kind in kinds:
             return kind
     return "other"
+
+
+class DataplaneMetrics:
+    """DHCP leases and egress rules (kvip issue #19): registered on the agent's registry beside the rest.
+    The gauges are set from each pass's report (`kvip.agent.dataplane_report`); drift items go to
+    `kvip_drift_items{backend="dhcp"}` (egress's are the egress backend's own, set by `observe`)."""
+
+    STATES = ("init", "selecting", "requesting", "bound", "renewing", "rebinding", "no-client", "dhcpv6")
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.leases = Gauge("kvip_dhcp_leases", "DHCP clients of Services led here, by state (bound, renewing, "
+                            "rebinding hold an address; no-client: its macvlan could not be made)", ["state"],
+                            registry=r)
+        self.renewals = Counter("kvip_dhcp_renewals", "DHCP leases extended (at T1 or T2)", registry=r)
+        self.lost = Counter("kvip_dhcp_lease_lost", "DHCP leases lost (expired or refused): the address withdrawn",
+                            registry=r)
+        self.egress_rules = Gauge("kvip_egress_rules", "Egress SNAT rules this node should hold", registry=r)
+        self.egress_repairs = Counter("kvip_egress_repairs", "Egress rules put back or removed because the "
+                                      "nftables table differed from what kvip had written (flush, edit, delete)",
+                                      registry=r)
+
+    def observe_leases(self, states: Iterable[str], renewals: int, lost: int) -> None:
+        counts = dict.fromkeys(self.STATES, 0)
+        for state in states:
+            counts[state] = counts.get(state, 0) + 1
+        for state, count in counts.items():
+            self.leases.labels(state).set(count)
+        if renewals:
+            self.renewals.inc(renewals)
+        if lost:
+            self.lost.inc(lost)
+
+    def observe_egress(self, rules: int, repairs: int) -> None:
+        self.egress_rules.set(rules)
+        if repairs:
+            self.egress_repairs.inc(repairs)

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from kvip.core.dataplane_report import EgressView, LeaseView
 from kvip.core.model import CONTROL_PLANE_KEY, ServiceKey
 from kvip.kube.reflector import SourceStatus
 from kvip.reconcile import ReconcileResult
@@ -34,7 +35,12 @@ class StatusLimits:
         string = 6 * self.text + 64
         service = string + 4 * self.items * string + 256
         return (self.services * service + self.problems * 3 * string + self.advertised * string
-                + 64 * self.items * string + 16 * 1024)
+                + 64 * self.items * string + 16 * 1024 + self.dataplane_bytes())
+
+    def dataplane_bytes(self) -> int:
+        """The DHCP and egress sections' share of `max_bytes` (`dataplane_sections`)."""
+        string = 6 * self.text + 64
+        return self.services * (12 * string + (self.items + 4) * string) + self.items * string
 
 
 def clip(value: object, limit: int) -> str:
@@ -109,6 +115,8 @@ def status_document(
                 "resource": b.text(s.resource), "state": b.text(s.state.value), "objects": s.objects,
                 "resourceVersion": b.text(s.resource_version), "relists": s.relists,
                 "watchRestarts": s.watch_restarts, "lastError": b.maybe_text(s.last_error),
+                "consistencyChecks": s.checks, "consistencyRepairs": s.check_repairs,
+                "lastConsistencyCheck": s.last_check_at,
             }
             for s in b.first(list(sources), "sources")
         ],
@@ -145,3 +153,34 @@ def status_document(
     # What was left out, by section, so a reader knows the lists are partial (and how partial).
     doc["truncated"] = {"services": 0, "problems": 0, **b.left_out}
     return doc
+
+
+def dataplane_sections(dhcp: Sequence[LeaseView], egress: Sequence[EgressView], drift: Sequence[str],
+                       limits: StatusLimits = StatusLimits()) -> dict[str, Any]:
+    """The DHCP leases and egress rules this node holds, and where they drift (kvip issue #19), bounded
+    like the rest: at most `limits.services` rows each, `limits.items` pods per row and drift lines.
+    Merged into the document by the agent; its left-out counts go under "truncated"."""
+    b = _Bounder(limits)
+    doc: dict[str, Any] = {
+        "dhcp": [
+            {"service": b.text(v.service), "interface": b.text(v.interface), "mac": b.text(v.mac),
+             "address": b.maybe_text(v.address), "state": b.text(v.state), "expiresInSeconds": v.expires_in,
+             "server": b.maybe_text(v.server), "renewals": v.renewals, "lost": b.maybe_text(v.lost)}
+            for v in b.first(list(dhcp), "dhcp", limits.services)
+        ],
+        "egress": [
+            {"service": b.text(v.service), "vip": b.text(v.vip), "pods": b.texts(v.pods, "egressPods"),
+             "table": b.text(v.table)}
+            for v in b.first(list(egress), "egress", limits.services)
+        ],
+        "dataplaneDrift": b.texts(drift, "dataplaneDrift"),
+    }
+    doc["truncated"] = dict(b.left_out)
+    return doc
+
+
+def with_dataplane(doc: dict[str, Any], sections: Mapping[str, Any]) -> dict[str, Any]:
+    """`doc` with the dataplane sections added and both documents' left-out counts merged."""
+    merged = {**doc, **{k: v for k, v in sections.items() if k != "truncated"}}
+    merged["truncated"] = {**doc.get("truncated", {}), **sections.get("truncated", {})}
+    return merged

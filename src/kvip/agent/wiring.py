@@ -22,13 +22,15 @@ from typing import Any
 
 from lightkube import AsyncClient
 
-from kvip.agent.backends import AgentError, default_backends
+from kvip.agent.backends import AgentError, default_backends, service_elector
 from kvip.agent.control_plane import ControlPlane
+from kvip.agent.dataplane_report import DataplaneReport, egress_table
 from kvip.agent.dhcp import DhcpRunner
+from kvip.agent.heartbeat_facts import heartbeat_publisher
 from kvip.agent.http import AgentView, HttpLimits, serve_local, serve_public
 from kvip.agent.metrics import AgentMetrics
 from kvip.agent.probes import ProbeScheduler, probe_plan
-from kvip.agent.status_doc import status_document
+from kvip.agent.status_doc import status_document, with_dataplane
 from kvip.agent.supervise import supervise
 from kvip.config.agent import AgentConfig
 from kvip.core.control_plane import wants_lease
@@ -50,14 +52,14 @@ from kvip.core.policy import (
     api_loss,
     drain_window,
 )
+from kvip.core.preference import lease_ranks
 from kvip.dataplane.base import Dataplane
 from kvip.kube.advertised_by import AdvertisedByWriter
 from kvip.kube.cache import ClusterCache
 from kvip.kube.election import LeaseElector, LeaseKey, agent_clients, local_endpoint
 from kvip.kube.events import EventRecorder
-from kvip.kube.heartbeat import HeartbeatPublisher
 from kvip.kube.status_writer import ServiceStatusWriter
-from kvip.reconcile import Reconciler, ReconcileResult
+from kvip.reconcile import Reconciler, ReconcileResult, reported_vips
 from kvip.runtime.tasks import Trigger, cancel_and_wait
 
 __all__ = ["Agent", "AgentError", "default_backends", "supervise"]
@@ -95,24 +97,25 @@ class Agent:
                                     staleness=lambda: self.cache.stale_for(time.monotonic()))
         self.events = EventRecorder(self.client, node_name=config.node_name)
         self.status_writer = ServiceStatusWriter(self.client)
-        self.heartbeat = HeartbeatPublisher(self.client, node_name=config.node_name, namespace=config.namespace,
-                                            mode=config.mode.value, period=config.resync_period)
+        self.heartbeat = heartbeat_publisher(self.client, config, self.backends)  # (+ node selector, BGP peers)
         self.elector: LeaseElector | None = None
         self.election_plan = ElectionPlan(config.election, config.per_service_election_on_demand,
                                           self.global_lease if config.election is ElectionMode.GLOBAL else None)
         if config.election is not ElectionMode.NONE or config.per_service_election_on_demand or config.cp_lease:
-            self.elector = LeaseElector(self._elector_client, identity=config.node_name, timing=config.lease_timing,
-                                        on_change=lambda: self.trigger.fire("lease"))
+            self.elector = service_elector(config, self._elector_client, lambda: self.trigger.fire("lease"),
+                                           lambda: self.reconciler.last_result)  # (handover waits for a pass)
             self.elector.want(wanted_leases(self.election_plan, {}, ()) if config.node_selector is None else ())
         for backend in self.backends:
             for collector in backend.collectors():  # backend-specific metrics (BGP sessions)
                 self.metrics.registry.register(collector)
-        self.dhcp = DhcpRunner(config, lambda: self.cache.services.store, self.client, lambda: self.trigger.fire("dhcp"))
+        self.dhcp = DhcpRunner(config, lambda: self.cache.snapshot().services, self.client,
+                               lambda: self.trigger.fire("dhcp"))
+        self.dataplane = DataplaneReport(self.dhcp, self.metrics, egress_table(self.backends), config.resync_period)
         self.reconciler = Reconciler(
             compute=self.compute_desired,
             backends=self.backends,
             trigger=self.trigger,
-            observers=[self.metrics.observe, self._after_pass, self.dhcp.observe],
+            observers=[self.metrics.observe, self.dataplane.observe, self._after_pass, self.dhcp.observe],
         )
         self._decide_config = config.decide_config()
         self._decider = IncrementalDecider(self._decide_config)
@@ -164,7 +167,8 @@ class Agent:
             wanted = (wanted_leases(self.election_plan, snapshot.services, state.eligible)
                       if self.config.selects_node(snapshot.node) else frozenset())  # else not the global Lease either
             cp_lease = self.config.cp_lease
-            self.elector.want(wanted | {cp_lease} if cp_lease and cp and wants_lease(cp) else wanted)
+            self.elector.want(wanted | {cp_lease} if cp_lease and cp and wants_lease(cp) else wanted,
+                              lease_ranks(self.election_plan, snapshot.services, state.eligible, snapshot.node))
         return state
 
     def api_lost(self) -> bool:
@@ -207,18 +211,17 @@ class Agent:
         # The control-plane VIP's problems and transitions are logged; Events name a Service it is not.
         self.events.report(tuple(p for p in result.desired.problems if p.service != CONTROL_PLANE_KEY)
                            + self.probe_problems)
-        self.events.report_transitions({k: d for k, d in result.desired.decisions.items() if k != CONTROL_PLANE_KEY})
+        self.events.report_transitions(result.desired.decisions, result.changed_services)
         self._log_control_plane(result.desired.decisions.get(CONTROL_PLANE_KEY))
         if not self.config.disable_service_updates:  # kube-vip's disable_service_updates: never write status
-            self.status_writer.report(result.desired, self.cache.services.store)
+            self.status_writer.report(result.desired, self.cache.snapshot().services)  # (a copy, never changed)
         if self.advertised_by is not None and self._memo is not None and self._memo[2] is result.desired:
             self.advertised_by.report(self._memo[0], result.desired)
         if self.elector is not None:
             self.metrics.observe_leases(key.name for key in self.elector.held())
-        desired = {str(v) for v in result.desired.vips}
-        actual = {str(v) for v in result.held_vips}
+        desired, actual = reported_vips(result)
         self.metrics.observe_actual(desired, actual)
-        self.heartbeat.report(actual, desired)
+        self.heartbeat.report(actual, desired, self.dataplane.drift())
         self.ready.set()
 
     def _log_control_plane(self, decision: Any) -> None:
@@ -271,6 +274,7 @@ class Agent:
             ("reconciler", lambda: self.reconciler.run(self._first_sync())),
             ("timer", self._timer),
             ("dhcp", self.dhcp.run),  # one DHCP client per Service led here that asks for 0.0.0.0
+            ("dataplane-report", self.dataplane.run),
         ]
         for backend in self.backends:
             tasks.append((f"watch-{backend.name}", functools.partial(self.reconciler.watch_dataplane, backend)))
@@ -308,6 +312,7 @@ class Agent:
             last_known_good_endpoint=self.reconciler.last_known_good_endpoint,
             backends={b.name: b.status() for b in self.backends}, control_plane=(self.control_plane.status(self.elector)
                                                                          if self.control_plane else None))
+        doc = with_dataplane(doc, self.dataplane.sections())
         if self.advertised_by is not None:  # kvip.io/advertised-by of the (bounded) Services listed
             doc["advertisedBy"] = self.advertised_by.shown(doc["services"])
         return doc

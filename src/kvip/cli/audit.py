@@ -17,17 +17,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from kvip.cli.audit_dataplane import dataplane_drift, leases_from_status
 from kvip.core.advertised_by import ANNOTATION as ADVERTISED_BY
 from kvip.core.decide import DecideConfig, decide
 from kvip.core.election_rules import LeaseKey
 from kvip.core.leases import ElectionPlan, leadership_from_leases
 from kvip.core.model import CONTROL_PLANE_KEY, ControlPlaneState, ElectionMode
+from kvip.core.node_selector import InvalidSelector, NodeSelector, parse_selector
 from kvip.kube import convert
 from kvip.kube.heartbeat import (
     LABEL,
     NODE_LEASE_PREFIX,
+    AgentFacts,
     NodeView,
     UnreadableHeartbeat,
+    facts_from_annotations,
     resolve_advertised,
     view_from_annotations,
 )
@@ -38,6 +42,29 @@ class Heartbeat:
     node: str
     view: NodeView | None  # None: the Lease's annotations could not be read
     age_seconds: float
+    facts: AgentFacts = field(default_factory=AgentFacts)  # the agent's kvip_node_selector, among others
+
+
+def agents_selectors(heartbeats: Mapping[str, Heartbeat], nodes: Sequence[str]) -> dict[str, NodeSelector | None]:
+    """The kvip_node_selector each node's agent applies, as its heartbeat says: a node outside it advertises
+    nothing, so the audit must expect nothing of it. A node whose agent does not say (no heartbeat, or a kvip
+    before issue #20) gets the one selector every other agent says, if they agree. Absent: no entry."""
+    said = {h.facts.node_selector for h in heartbeats.values() if h.facts.node_selector is not None}
+    common = next(iter(said)) if len(said) == 1 else None
+    parsed: dict[str, NodeSelector | None] = {}
+    out: dict[str, NodeSelector | None] = {}
+    for node in nodes:
+        beat = heartbeats.get(node)
+        text = beat.facts.node_selector if beat is not None and beat.facts.node_selector is not None else common
+        if text is None:
+            continue
+        if text not in parsed:
+            try:
+                parsed[text] = parse_selector(text) if text else None
+            except InvalidSelector:
+                continue  # the agent refuses to start with it: nothing to apply
+        out[node] = parsed[text]
+    return out
 
 
 @dataclass(frozen=True)
@@ -83,11 +110,12 @@ class AuditReport:
     notes: tuple[str, ...] = field(default=())
     # Each Service's kvip.io/advertised-by annotation ("namespace/name" → value), shown beside the audit.
     advertised_by: Mapping[str, str] = field(default_factory=dict)
+    dataplane: tuple[str, ...] = ()  # DHCP/egress drift the nodes report (kvip.cli.audit_dataplane)
 
     @property
     def ok(self) -> bool:
         return (all(v.ok for v in self.vips) and not self.stale_nodes and not self.silent_nodes
-                and not self.unresolved_nodes)
+                and not self.unresolved_nodes and not self.dataplane)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -97,7 +125,7 @@ class AuditReport:
             "staleNodes": list(self.stale_nodes), "silentNodes": list(self.silent_nodes),
             "unresolvedNodes": [{"node": u.node, "expected": list(u.expected), "expectedCount": len(u.expected),
                                  "advertisedCount": u.advertised_count} for u in self.unresolved_nodes],
-            "advertisedBy": dict(self.advertised_by),
+            "advertisedBy": dict(self.advertised_by), "dataplaneDrift": list(self.dataplane),
         }
 
 
@@ -120,21 +148,24 @@ def audit(
     cp_lease = LeaseKey(*control_plane.lease) if control_plane is not None and control_plane.lease else None
     optional: dict[str, set[str]] = defaultdict(set)  # anycast control-plane VIPs: up to each node's health
     views = dict(entry for obj in services if (entry := convert.load_balancer_entry(obj)))
+    leases = leases_from_status(views)  # DHCP Services' addresses, from their status
     cluster = convert.snapshot(views, (entry[1] for obj in slices if (entry := convert.slice_entry(obj))), None)
     expected: dict[str, set[str]] = defaultdict(set)
     per_node: dict[str, set[str]] = defaultdict(set)
     owners: dict[str, set[str]] = defaultdict(set)
     template = base_config or DecideConfig(node_name="")
+    selectors = agents_selectors(heartbeats, [convert.node_view(n).name for n in nodes])
     plan = ElectionPlan(election, template.per_service_election_on_demand, LeaseKey(*global_lease))
     for node_obj in nodes:
         node = convert.node_view(node_obj)
         config = DecideConfig(**{**template.__dict__, "node_name": node.name, "election": election,
-                                 "control_plane_election": cp_lease is not None})
+                                 "control_plane_election": cp_lease is not None,
+                                 "node_selector": selectors.get(node.name, template.node_selector)})
         snapshot = replace(cluster, node=node)
         held = {LeaseKey(*lease) for lease, holder in holders.items() if holder == node.name}
         leadership = replace(leadership_from_leases(plan, held, views.values()),
                              is_control_plane_leader=cp_lease in held)
-        state = decide(config, snapshot, leadership, control_plane=cp)
+        state = decide(config, snapshot, leadership, control_plane=cp, dhcp=leases)
         for vip, ad in state.advertisements.items():
             owners[str(vip)].update([str(CONTROL_PLANE_KEY.name)] if ad.control_plane else [])
             if ad.control_plane and cp_lease is None:
@@ -170,7 +201,8 @@ def audit(
         want = frozenset(n for n in expected.get(vip, ()) if n in known)
         rows.append(VipAudit(vip, tuple(sorted(owners.get(vip, ()))), want, frozenset(reported.get(vip, ()))))
     shown = {str(k): v.annotations[ADVERTISED_BY] for k, v in views.items() if ADVERTISED_BY in v.annotations}
-    return AuditReport(tuple(rows), stale, silent, tuple(unresolved), advertised_by=shown)
+    return AuditReport(tuple(rows), stale, silent, tuple(unresolved), advertised_by=shown,
+                       dataplane=dataplane_drift({n: h.view for n, h in fresh.items()}))
 
 
 def parse_time(text: str | None) -> dt.datetime | None:
@@ -198,7 +230,7 @@ def heartbeats_from_leases(leases: Sequence[Mapping[str, Any]], now: dt.datetime
             view = None
         renewed = parse_time((lease.get("spec") or {}).get("renewTime"))
         age = (now - renewed).total_seconds() if renewed else float("inf")
-        beats[node] = Heartbeat(node, view, age)
+        beats[node] = Heartbeat(node, view, age, facts_from_annotations(meta.get("annotations") or {}))
     return beats
 
 

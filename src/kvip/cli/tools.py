@@ -16,6 +16,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from kvip.cli.status_dataplane import print_dataplane, print_drift
+
 
 def _e(value: Any) -> str:
     """A value from the cluster (names, annotations, problem messages) as literal text: rich must not
@@ -122,6 +124,7 @@ def run_status(args: argparse.Namespace) -> int:
         for p in doc["problems"]:
             problems.add_row(_e(p["service"]), _e(p["reason"]), _e(p["message"]))
         console.print(problems)
+    print_dataplane(console, doc)  # DHCP leases, egress rules, their drift
     cut = {k: v for k, v in doc.get("truncated", {}).items() if v}
     if cut:
         console.print(f"[yellow]partial listing, the agent bounds /status; left out: "
@@ -186,5 +189,6 @@ def run_audit(args: argparse.Namespace) -> int:
             console.print(f"drifts on VIPs the heartbeat digest cannot name: {_e(u.node)} advertises "
                           f"{u.advertised_count if u.advertised_count is not None else '?'}, should advertise "
                           f"{len(u.expected)}: {_es(u.expected[:20])}{' …' if len(u.expected) > 20 else ''}")
+        print_drift(console, report.dataplane)
         console.print("audit: ok" if report.ok else "audit: DRIFT")
     return 0 if report.ok else 1

@@ -93,6 +93,7 @@ class AgentConfig:
     vip_allow: tuple[Network, ...] | None = D["vip_allow"]
     vip_allow_namespaces: tuple[tuple[str, tuple[Network, ...]], ...] = D["vip_allow_namespaces"]
     node_selector: NodeSelector | None = D["node_selector"]  # kvip_node_selector (None: every node)
+    preference_holddown: float = D["preference_holddown"]  # kvip.io/preferred-nodes' hysteresis (kube.handover)
     svc_namespace: str | None = D["svc_namespace"]  # None: every namespace
     preserve_on_leadership_loss: bool = D["preserve_on_leadership_loss"]
     lose_leadership: bool = D["lose_leadership"]

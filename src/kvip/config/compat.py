@@ -81,9 +81,11 @@ ANNOTATIONS: tuple[tuple[str, str, str], ...] = (
     ("kube-vip.io/vipHost", DIFFERENT, ("not written: each node's heartbeat Lease (kvip.io/advertised) and "
      "`kvip audit` say which node advertises which VIP")),
     ("kube-vip.io/has-ip", NOT_SUPPORTED, "Node label of enable_node_labeling: kvip labels no Node"),
-    ("kube-vip.io/requestedIP", SUPPORTED, "the address asked of DHCP (written back after a lease, docs/dhcp.md)"),
-    ("kube-vip.io/hwaddr", SUPPORTED, "the DHCP macvlan's MAC (else derived from the Service UID); written back"),
-    ("kube-vip.io/loadbalancerHostname", SUPPORTED, "the DHCP host name option (12)"),
+    ("kube-vip.io/requestedIP", SUPPORTED, "the addresses asked of DHCP (`v4,v6`, written back after a lease, docs/dhcp.md)"),
+    ("kube-vip.io/hwaddr", SUPPORTED, ("the DHCP macvlan's MAC (else derived from the Service UID); written back. "
+                                       "DHCPv6 (`::`): kvip's client ID is the DUID-LL of this MAC (kube-vip's: "
+                                       "DUID-EN of the host name)")),
+    ("kube-vip.io/loadbalancerHostname", SUPPORTED, "the DHCP host name option (12), DHCPv6 Client FQDN (39)"),
     ("kube-vip.io/macvlanName", SUPPORTED, "the DHCP macvlan's name (else vip-<uid prefix>)"),
     ("kube-vip.io/dhcp-broadcast", DIFFERENT, "not read: kvip always asks for broadcast replies and renews by broadcast (the macvlan holds no address of its own)"),
     ("kube-vip.io/ddns", NOT_SUPPORTED, "dynamic DNS is not supported"),

@@ -17,7 +17,7 @@ from typing import Any
 # Values of a kube-vip switch that mean "off" (Go's strconv.ParseBool false spellings): no warning then.
 OFF = frozenset({"0", "f", "F", "false", "FALSE", "False"})
 CONTROL_PLANE = "kvip's control-plane VIP (cp_enable) has no such setting"
-DDNS = "dynamic DNS is not supported by kvip: DHCP Services (0.0.0.0) are, without DNS updates (docs/dhcp.md)"
+DDNS = "dynamic DNS is not supported by kvip: DHCP Services (0.0.0.0, ::) are, without DNS updates (docs/dhcp.md)"
 # Variables with these prefixes are kube-vip's or kvip's: an unknown one is probably misspelt.
 PREFIXES = ("vip_", "svc_", "bgp_", "cp_", "lb_", "kvip_", "egress_", "dns_", "dhcp_", "prometheus_", "zebra_",
             "mpbgp_", "control_plane_")
@@ -65,8 +65,8 @@ NOT_SUPPORTED: tuple[NotSupported, ...] = (
       "dropped"),
     N("enable_node_labeling", "kvip labels no Node (kube-vip.io/has-ip): each node's heartbeat Lease "
       "(annotation kvip.io/advertised) and `kvip audit` say which node advertises which VIP"),
-    N("dhcp_mode", "kvip's DHCP client is IPv4 only (a `::` Service gets an UnsupportedDHCP Event)",
-      frozenset({"ipv4"})),
+    N("dhcp_mode", "the DHCP families of a DDNS (host name) VIP, and kvip has no DDNS; a Service asks DHCPv4 "
+      "with `0.0.0.0`, DHCPv6 with `::`", frozenset({"ipv4"})),
     N("dhcp_backoff_attempts", "kvip's DHCP client retries forever (4, 8, then every 16 s)", frozenset()),
     N("enable_endpoints", "kvip reads EndpointSlices only (Endpoints are deprecated since Kubernetes 1.33)"),
     N("mirror_dest_interface", "traffic mirroring is not supported by kvip", frozenset()),

@@ -260,6 +260,8 @@ OPTIONS: tuple[Option, ...] = (
     O("node_selector", ("kvip_node_selector",), "--node-selector", parse_selector, None,
       "only nodes whose labels match this selector (kubectl -l syntax) advertise Services or contend "
       "for their Leases; unset: every node"),
+    O("preference_holddown", ("kvip_preference_holddown",), "--preference-holddown", positive_seconds, 30.0,
+      "kvip.io/preferred-nodes: seconds a preferred node must stay ready before it asks the holder for the Lease"),
     O("egress_pod_cidrs", ("egress_podcidr",), "--egress-podcidr", parse_cidrs, None,
       "pod CIDRs, never SNATed to; Service egress (kube-vip.io/egress) is on when set (kvip does not discover it)"),
     O("egress_service_cidrs", ("egress_servicecidr",), "--egress-servicecidr", parse_cidrs, None,

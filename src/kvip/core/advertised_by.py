@@ -27,6 +27,7 @@ eligible for it (`elected_writer`).
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
@@ -36,14 +37,36 @@ from kvip.core.model import ClusterSnapshot, DesiredState, Leadership, ServiceKe
 
 ANNOTATION = "kvip.io/advertised-by"
 MAX_NODES = 32  # then "+N more": a Service on 1,000 nodes must not carry a 16 KB annotation
+MAX_PEERS_SHOWN = 2  # per node, then "+N": with MAX_NODES, the annotation stays a few KB at most
+
+# A BGP node's Established peers, each with the IP versions of the VIPs its speaker exports to it (the
+# heartbeat's `kvip.io/bgp-peers`); None: the node is not in BGP mode.
+PeerRoutes = tuple[tuple[str, tuple[int, ...]], ...]
 
 
-def annotation_value(nodes: Iterable[str], *, limit: int = MAX_NODES) -> str:
-    """The nodes, sorted and comma-separated, cut after `limit` names with a `+N more` count."""
+def node_label(node: str, peers: PeerRoutes | None, versions: frozenset[int]) -> str:
+    """`node`, and in BGP mode the peers it exports the Service's VIPs (of `versions`) to:
+    `node-a(peer 10.0.0.1)`, `node-a(peers 10.0.0.1 fd00::1)`, `node-a(peers 10.0.0.1 10.0.0.2 +3)`,
+    or `node-a(no peer)` when no session that carries them is Established."""
+    if peers is None:
+        return node
+    names = [peer for peer, carried in peers if versions & set(carried)]
+    if not names:
+        return f"{node}(no peer)"
+    more = [f"+{len(names) - MAX_PEERS_SHOWN}"] if len(names) > MAX_PEERS_SHOWN else []
+    return f"{node}({'peer' if len(names) == 1 else 'peers'} {' '.join(names[:MAX_PEERS_SHOWN] + more)})"
+
+
+def annotation_value(nodes: Iterable[str], *, limit: int = MAX_NODES,
+                     peers: Mapping[str, PeerRoutes | None] | None = None, vips: Iterable[str] = ()) -> str:
+    """The nodes, sorted and comma-separated, cut after `limit` names with a `+N more` count; a BGP
+    node (in `peers`) with the peers it exports the `vips` to (`node_label`)."""
     names = sorted(set(nodes))
+    versions = frozenset(ipaddress.ip_address(v).version for v in vips)
+    labels = [node_label(n, (peers or {}).get(n), versions) for n in names[:limit]]
     if len(names) <= limit:
-        return ",".join(names)
-    return ",".join(names[:limit] + [f"+{len(names) - limit} more"])
+        return ",".join(labels)
+    return ",".join(labels + [f"+{len(names) - limit} more"])
 
 
 def advertisers(vips: Iterable[str], claims: Mapping[str, frozenset[str] | None],
@@ -98,6 +121,7 @@ class Cluster:
 
     claims: Mapping[str, frozenset[str] | None]
     candidates: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    peers: Mapping[str, PeerRoutes | None] = field(default_factory=dict)  # BGP nodes' Established peers
 
 
 def writes(me: str, services: Iterable[ServiceLine], cluster: Cluster,
@@ -115,7 +139,7 @@ def writes(me: str, services: Iterable[ServiceLine], cluster: Cluster,
         else:
             carriers = advertisers(line.vips, cluster.claims, index)
             who = writer(carriers, live)
-        value = annotation_value(carriers)
+        value = annotation_value(carriers, peers=cluster.peers, vips=line.vips)
         if who == me and value != line.current:
             out[line.key] = value
     return out

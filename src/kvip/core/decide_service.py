@@ -29,6 +29,7 @@ from kvip.core.model import (
     shown,
 )
 from kvip.core.node_selector import NodeSelector, selection_refusal
+from kvip.core.preference import preference_refusal
 from kvip.core.vip_allow import VipAllowList
 from kvip.core.vips import service_vips
 
@@ -121,6 +122,8 @@ def decide_service(config: DecideConfig, service: ServiceView, endpoints: tuple[
     if (outside := selection_refusal(service, config.node_selector, node)) is not None:
         problems.extend(outside[1])  # outside a node selector: not even a candidate (no Lease wanted)
         eligible, reason = False, outside[0]
+    if (ignored := preference_refusal(service, config.election, config.per_service_election_on_demand)) is not None:
+        problems.append(ignored)  # kvip.io/preferred-nodes unreadable or without a Lease: ignored, still advertised
     refusal = election_refusal(service, config.election, config.per_service_election_on_demand)
     if refusal is not None:
         problems.append(refusal[1])

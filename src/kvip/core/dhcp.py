@@ -1,7 +1,7 @@
 """DHCP-assigned Service addresses, the pure half: the wire format (RFC 2131/2132) and what a Service asks.
 
-A Service asking for `0.0.0.0` (`spec.loadBalancerIP` or `kube-vip.io/loadbalancerIPs`) gets its address
-from the LAN's DHCP server, as in kube-vip: a macvlan per Service with a stable MAC (`kube-vip.io/hwaddr`,
+A Service asking for `0.0.0.0` (`spec.loadBalancerIP` or `kube-vip.io/loadbalancerIPs`), or `::` for
+DHCPv6 (`kvip.core.dhcp6`), gets its address from the LAN's DHCP server, as in kube-vip: a macvlan per Service with a stable MAC (`kube-vip.io/hwaddr`,
 else one derived from the Service UID), named by `kube-vip.io/macvlanName` or `vip-<uid[:8]>`, asking
 again for `kube-vip.io/requestedIP` (which the agent writes back after each lease), sending the host
 name of `kube-vip.io/loadbalancerHostname`. The lease state machine is `kvip.core.dhcp_lease`.
@@ -167,6 +167,8 @@ class DhcpAsk:
     interface: str
     requested: ipaddress.IPv4Address | None = None
     hostname: str | None = None
+    families: frozenset[int] = frozenset({4})  # 4: a DHCPv4 client, 6: a DHCPv6 client, on one macvlan
+    requested6: ipaddress.IPv6Address | None = None
 
     @property
     def client_id(self) -> bytes:
@@ -181,6 +183,11 @@ class DhcpLease:
     address: IPAddress | None
     interface: str
     problem: str | None = None
+    address6: IPAddress | None = None  # the DHCPv6 lease of a `::` Service
+
+    @property
+    def addresses(self) -> tuple[IPAddress, ...]:
+        return tuple(a for a in (self.address, self.address6) if a is not None)
 
 
 def mac_text(mac: bytes) -> str:
@@ -212,12 +219,6 @@ def dhcp_ask(service: ServiceView) -> tuple[DhcpAsk | None, tuple[BadInput, ...]
         return None, ()
     key, notes = service.key, service.annotations
     problems: list[BadInput] = []
-    if 6 in families:
-        problems.append(BadInput(key, "UnsupportedDHCP", "'::' asks for DHCPv6, which kvip does not implement; "
-                                 "only an IPv4 address is leased" if 4 in families else
-                                 "'::' asks for DHCPv6, which kvip does not implement; no address"))
-        if 4 not in families:
-            return None, tuple(problems)
     seed = service.uid or str(key)
     mac = derived_mac(seed)
     raw_mac = notes.get(HWADDR_ANNOTATION, "")
@@ -236,27 +237,29 @@ def dhcp_ask(service: ServiceView) -> tuple[DhcpAsk | None, tuple[BadInput, ...]
         else:
             problems.append(BadInput(key, "InvalidAnnotation", f"{MACVLAN_ANNOTATION}={shown(raw_name)} is not an "
                                      f"interface name; using {interface}"))
-    return DhcpAsk(mac, interface, _requested(service, problems), _hostname(service, problems)), tuple(problems)
+    v4, v6 = _requested(service, families, problems)
+    return DhcpAsk(mac, interface, v4, _hostname(service, problems), families, v6), tuple(problems)
 
 
-def _requested(service: ServiceView, problems: list[BadInput]) -> ipaddress.IPv4Address | None:
+def _requested(service: ServiceView, families: frozenset[int], problems: list[BadInput]
+               ) -> tuple[ipaddress.IPv4Address | None, ipaddress.IPv6Address | None]:
+    """kube-vip's `requestedIP`: the IPv4 lease, then (comma) the IPv6 one; each must be of a family asked."""
     raw = service.annotations.get(REQUESTED_IP_ANNOTATION, "")
-    if not isinstance(raw, str) or not raw.strip():
-        return None
-    found: ipaddress.IPv4Address | None = None
-    for part in (p.strip() for p in raw.split(",") if p.strip()):
+    found: dict[int, IPAddress] = {}
+    for part in (p.strip() for p in raw.split(",") if p.strip()) if isinstance(raw, str) else ():
         try:
-            address = ipaddress.ip_address(part)
+            address: IPAddress | None = ipaddress.ip_address(part)
         except ValueError:
             address = None
-        if isinstance(address, ipaddress.IPv6Address) and 6 in dhcp_families(service):
-            continue  # kube-vip lists the IPv6 lease after the IPv4 one; kvip leases no IPv6
-        if not isinstance(address, ipaddress.IPv4Address) or address.is_unspecified or address.is_multicast:
+        if address is None or address.version not in families or address.is_unspecified or address.is_multicast:
+            asked = " or ".join(f"IPv{f}" for f in sorted(families))
             problems.append(BadInput(service.key, "InvalidAnnotation", f"{REQUESTED_IP_ANNOTATION}: {shown(part)} "
-                                     "is not an IPv4 host address; not requested"))
+                                     f"is not an {asked} host address; not requested"))
             continue
-        found = found or address
-    return found
+        found.setdefault(address.version, address)
+    v4, v6 = found.get(4), found.get(6)
+    return (v4 if isinstance(v4, ipaddress.IPv4Address) else None,
+            v6 if isinstance(v6, ipaddress.IPv6Address) else None)
 
 
 def _hostname(service: ServiceView, problems: list[BadInput]) -> str | None:
@@ -274,8 +277,8 @@ def lease_annotations(ask: DhcpAsk, lease: DhcpLease) -> dict[str, str]:
     """What kube-vip writes on a Service after a lease, so that a restart or a new leader asks again for
     the same address with the same MAC."""
     notes = {HWADDR_ANNOTATION: mac_text(ask.mac)}
-    if lease.address is not None:
-        notes[REQUESTED_IP_ANNOTATION] = str(lease.address)
+    if lease.addresses:  # kube-vip's form: the IPv4 lease, a comma, the IPv6 one
+        notes[REQUESTED_IP_ANNOTATION] = ",".join(str(a) for a in lease.addresses)
     return notes
 
 
@@ -286,7 +289,7 @@ NO_LEASES: Leases = MappingProxyType({})
 
 def leased_on(leases: Leases, vip: IPAddress) -> str | None:
     """The macvlan a leased VIP lives on (layer-2 mode puts it there: the lease is for that MAC)."""
-    return next((lease.interface for lease in leases.values() if lease.address == vip), None)
+    return next((lease.interface for lease in leases.values() if vip in lease.addresses), None)
 
 
 def leased_vips(service: ServiceView, vips: tuple[IPAddress, ...], lease: DhcpLease | None,
@@ -308,6 +311,6 @@ def leased_vips(service: ServiceView, vips: tuple[IPAddress, ...], lease: DhcpLe
         return vips, ()
     if lease is not None and lease.problem:
         problems.append(BadInput(service.key, "DHCPLeaseLost", lease.problem))
-    if lease is None or lease.address is None:
+    if lease is None or not lease.addresses:
         return vips, (UNSPECIFIED,)
-    return (vips if lease.address in vips else vips + (lease.address,)), ()
+    return vips + tuple(a for a in lease.addresses if a not in vips), ()

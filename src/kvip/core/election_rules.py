@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,6 +88,7 @@ class LeaseRecord:
     lease_seconds: int | None = None  # the record's own leaseDurationSeconds
     resource_version: str | None = None
     spec: dict[str, Any] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)  # metadata.annotations (a write keeps them)
     renewed_at: float | None = None  # local clock when we *sent* our last successful write
     transitions: int = 0
 
@@ -95,7 +97,7 @@ class LeaseRecord:
             if self.exists:
                 self.changed_at = now
             self.exists, self.holder, self.renew_time, self.resource_version = False, None, None, None
-            self.spec = {}
+            self.spec, self.annotations = {}, {}
             self.renewed_at = None  # deleted under us: whoever recreates it owns it
             return
         spec = lease.get("spec") or {}
@@ -104,8 +106,12 @@ class LeaseRecord:
             self.holder, self.renew_time, self.changed_at = holder, renew, now
         self.exists = True
         self.lease_seconds = _int_or_none(spec.get("leaseDurationSeconds"))
-        self.resource_version = (lease.get("metadata") or {}).get("resourceVersion")
+        metadata = lease.get("metadata") or {}
+        self.resource_version = metadata.get("resourceVersion")
         self.spec = dict(spec)
+        annotations = metadata.get("annotations")
+        self.annotations = ({k: v for k, v in annotations.items() if isinstance(k, str) and isinstance(v, str)}
+                            if isinstance(annotations, dict) else {})
 
     def snapshot(self, held: bool) -> LeaseState:
         return LeaseState(holder=self.holder, held=held, renewed_at=self.renewed_at,
@@ -135,11 +141,56 @@ def expires_after(record: LeaseRecord, timing: LeaseTiming) -> float:
     return max(timing.lease_duration, float(record.lease_seconds or 0))
 
 
-def spread_delay(identity: str, key: LeaseKey, timing: LeaseTiming) -> float:
-    """Delay before creating a new lease, different per (node, lease) so that leaders of many new
-    services spread over the eligible nodes instead of all going to the fastest node."""
+RAMP_BASE = 8  # alone, a node's intake grows about this many times per retry period
+# Retry periods: when the nodes not first for a lease may take it. After 3, as the contenders are known
+# only from the second cycle after a burst started (the ramp's leases), and ranks must not race then.
+RANK_START, RANK_SPAN = 3.0, 2.0
+PACE_PERIODS = 100.0  # retry periods per even share held beyond the even share (up to the others' window)
+
+
+def spread_delay(identity: str, key: LeaseKey, timing: LeaseTiming, *, held: int = 0,
+                 others: Mapping[str, int] | None = None, wanted: int = 1) -> float:
+    """Delay before creating a new lease, so that leaders of many services spread evenly over the
+    eligible nodes instead of going to the node whose cycle runs first.
+
+    `held`: leases this node holds or is taking this cycle; `others`: leases held by each other node
+    seen holding a lease this node wants (the contenders it knows of); `wanted`: leases it wants.
+    Each (node, lease) has a hashed score in [0, 1). In retry periods:
+    - alone (no contender seen yet): the larger of 2 x score and log8(1 + score x (free - 1)), free =
+      wanted - held. In a burst of new Services a node takes ~8x more each period, a random part (its
+      lowest scores), so nodes that start together pick disjoint leases and none takes them all
+      before it has seen who else contends; with one free lease it is 2 x score, as before.
+    - with contenders known and more leases free than contenders (a burst), rendezvous hashing orders
+      the nodes: the lowest score takes the lease within one period, the others in [3, 5) by rank
+      (in case the first does not: ineligible, or gone), so nodes that see the same contenders take
+      disjoint parts at once instead of racing for the same leases; with few free (one new Service),
+      2 x score, as before, so an eligible node never waits for ineligible ones;
+    - with contenders known, a node over its even share (wanted / contenders) waits 1 more period per
+      1% over, up to the end of the others' window (2 more, 5 in a burst), so a node that is not over
+      its share takes the lease first, and an eligible node waits at most 4 periods for one new Service.
+    At most 10 periods with contenders; alone, at most the larger of 2 and log8(wanted) (4.4 at 10,000).
+    """
+    score = _score(identity, key)
+    held = max(0, held)
+    if not others:
+        ramp = math.log1p(score * max(0, wanted - held - 1)) / math.log(RAMP_BASE)
+        return max(2 * score, ramp) * timing.retry_period
+    # Waiting past every other node's window is enough to yield: [0, 2) periods, or [3, 5) in a burst.
+    latest = 2.0
+    if wanted - held - sum(others.values()) <= len(others) + 1:
+        order = 2 * score  # a few free leases, not a burst: a node not first by rank may be the only eligible
+    elif (rank := sum(_score(other, key) < score for other in others)) == 0:
+        order, latest = score, RANK_START + RANK_SPAN
+    else:
+        order, latest = RANK_START + RANK_SPAN * (rank - 1 + score) / len(others), RANK_START + RANK_SPAN
+    share = max(1.0, wanted / (len(others) + 1))
+    over = max(0.0, held - share) / share
+    return (order + min(PACE_PERIODS * over, latest)) * timing.retry_period
+
+
+def _score(identity: str, key: LeaseKey) -> float:
     digest = hashlib.blake2b(f"{identity}/{key}".encode(), digest_size=4).digest()
-    return int.from_bytes(digest, "big") / 2**32 * 2 * timing.retry_period
+    return int.from_bytes(digest, "big") / 2**32
 
 
 def next_step(record: LeaseRecord, *, identity: str, timing: LeaseTiming, now: float, spread: float) -> Step:

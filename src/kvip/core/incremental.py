@@ -16,10 +16,10 @@ on purpose (copying it per pass is the cost being removed); it is private to one
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from itertools import chain, compress
+from collections.abc import Callable, Collection, Mapping
+from itertools import chain, compress, repeat
 from operator import is_, is_not
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from kvip.core.decide import (
     NO_LEADERSHIP,
@@ -74,6 +74,36 @@ def changed_keys(old: Mapping[K, V], new: Mapping[K, V], absent: object = _MISSI
     if len(old) > len(new) - added:
         found.update(key for key, value in old.items() if key not in new and value != absent)
     return found
+
+
+class IdentityMemo(Generic[K, V]):
+    """`build(item)` for each of many long-lived immutable items (a pass's VIPs), remembered by identity.
+
+    An ipaddress object hashes in Python: looking 10,000 of them up in a dict cost milliseconds per pass,
+    twice or three times over. Here they are looked up by `id()` (C), which is safe because the memo
+    holds every item it has seen, so no id is reused while its entry exists. Bounded: at `limit` items
+    everything is forgotten and built again once."""
+
+    def __init__(self, build: Callable[[K], V], limit: int = 100_000) -> None:
+        self._build = build
+        self._limit = limit
+        self._values: dict[int, V] = {}
+        self._items: dict[int, K] = {}  # keeps each item alive while its id is a key
+
+    def __call__(self, items: Collection[K]) -> list[V]:
+        values = self._values
+        found: list[V | None] = list(map(values.get, map(id, items)))
+        if not any(map(is_, found, repeat(None))):  # (all in C: no Python code runs per item)
+            return found  # type: ignore[return-value]
+        missing = list(compress(items, map(is_, found, repeat(None))))
+        if len(values) + len(missing) > self._limit:
+            values.clear()
+            self._items.clear()
+            missing = list(items)
+        for item in missing:
+            values[id(item)] = self._build(item)
+            self._items[id(item)] = item
+        return list(map(values.__getitem__, map(id, items)))
 
 
 class IncrementalDecider:
@@ -138,13 +168,15 @@ class IncrementalDecider:
             dirty |= self._local.get(address, set())
         for key in changed_keys(self._dhcp, dhcp):
             dirty.add(key)
-            vips.update(lease.address for lease in (self._dhcp.get(key), dhcp.get(key))
-                        if lease is not None and lease.address is not None)
+            vips.update(address for lease in (self._dhcp.get(key), dhcp.get(key)) if lease is not None
+                        for address in lease.addresses)
         return dirty
 
     def _redecide(self, key: ServiceKey, node_block: str | None, reserved: frozenset[IPAddress],
                   vips: set[IPAddress]) -> None:
-        old = self._decisions.pop(key, None)
+        # Replaced in place, never popped and re-added: a Service keeps its place in the answer, so the next
+        # pass's observers compare the two answers side by side, without hashing a key (`changed_keys`).
+        old = self._decisions.get(key)
         if old is not None:
             vips.update(old.vips)
             for vip in old.vips:
@@ -156,6 +188,7 @@ class IncrementalDecider:
             memo.pop(key, None)
         service = self._snapshot.services.get(key)
         if service is None:
+            self._decisions.pop(key, None)
             return
         endpoints = self._snapshot.endpoints.get(key, ())
         local = frozenset(a for e in endpoints if e.node_name == self.config.node_name for a in e.addresses)
@@ -167,6 +200,7 @@ class IncrementalDecider:
                                           self._probes, reserved, self._snapshot.node, self._dhcp)
         _keep(self._problems, key, found)
         if decision is None:
+            self._decisions.pop(key, None)
             return
         self._decisions[key] = decision
         vips.update(decision.vips)

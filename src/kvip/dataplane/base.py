@@ -53,7 +53,12 @@ class Dataplane(Protocol[Item]):
         ...
 
     async def observe(self) -> frozenset[Item]:
-        """What the dataplane holds now, restricted to items we own."""
+        """What the dataplane holds now, restricted to items we own. A backend may answer from a view it
+        keeps (its own changes plus its monitor), but only until `doubt()`: then it reads everything back."""
+        ...
+
+    def doubt(self) -> None:
+        """The next `observe()` must read the whole dataplane back (check period, retry, resync)."""
         ...
 
     async def apply(self, add: frozenset[Item], remove: frozenset[Item]) -> None:
@@ -88,6 +93,9 @@ class DataplaneBase:
 
     async def maintain(self) -> None:
         await asyncio.Event().wait()  # nothing periodic: idle until the agent cancels us
+
+    def doubt(self) -> None:
+        return None  # (a backend without a kept view reads everything back on every observe())
 
     def status(self) -> Mapping[str, object]:
         return {}

@@ -18,7 +18,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from lightkube import AsyncClient
@@ -37,8 +37,10 @@ from kvip.kube.errors import describe
 from kvip.kube.heartbeat import (
     LABEL,
     NODE_LEASE_PREFIX,
+    AgentFacts,
     NodeView,
     UnreadableHeartbeat,
+    facts_from_annotations,
     resolve_advertised,
     view_from_annotations,
 )
@@ -59,6 +61,7 @@ class Beat:
     view: NodeView | None
     renewed: float  # epoch seconds; 0 = never
     duration: float
+    facts: AgentFacts = field(default_factory=AgentFacts)  # its BGP peers (issue #20)
 
     def live(self, now: float) -> bool:
         return now - self.renewed <= self.duration
@@ -89,11 +92,12 @@ def beat_entry(obj: Mapping[str, Any]) -> tuple[str, Beat] | None:
         view = None
     duration = spec.get("leaseDurationSeconds")
     return lease_node(obj), Beat(view, _epoch(spec.get("renewTime")),
-                                 float(duration) if isinstance(duration, int) and duration > 0 else 90.0)
+                                 float(duration) if isinstance(duration, int) and duration > 0 else 90.0,
+                                 facts_from_annotations(meta.get("annotations") or {}))
 
 
 def _renewal_only(old: Beat | None, new: Beat) -> bool:
-    return old is not None and old.view == new.view and old.duration == new.duration
+    return old is not None and old.view == new.view and old.duration == new.duration and old.facts == new.facts
 
 
 class AdvertisedByWriter:
@@ -139,7 +143,7 @@ class AdvertisedByWriter:
         claims: dict[str, frozenset[str] | None] = {}
         for node, beat in live.items():
             claims[node] = None if beat.view is None else self._resolve(node, beat.view, candidates[node])
-        return Cluster(claims, candidates)
+        return Cluster(claims, candidates, {node: beat.facts.bgp_peers for node, beat in live.items()})
 
     def _resolve(self, node: str, view: NodeView, candidate: frozenset[str]) -> frozenset[str] | None:
         memo = self._resolved.get(node)

@@ -15,10 +15,9 @@ release, at most CONCURRENCY in flight.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from lightkube import AsyncClient
@@ -36,8 +35,15 @@ from kvip.core.election_rules import (
     service_lease_key,
     spread_delay,
 )
-from kvip.kube.client import ApiEndpoint, BootstrapCredentials, local_endpoint, make_client
+from kvip.core.preference import Rank, holder_annotations
+from kvip.kube.client import (
+    ApiEndpoint,
+    BootstrapCredentials,
+    local_endpoint,
+    make_client,
+)
 from kvip.kube.errors import ApiFailure, classify, describe
+from kvip.kube.handover import DEFAULT_HOLDDOWN, POLL_PERIOD, Handovers, micro_time
 from kvip.kube.resources import Lease
 from kvip.runtime.tasks import wait_event
 
@@ -48,11 +54,6 @@ log = logging.getLogger("kvip.election")
 
 CONCURRENCY = 32
 RELEASE_ATTEMPTS = 3
-
-
-def micro_time(now: dt.datetime | None = None) -> str:
-    """RFC 3339 with microseconds, as Kubernetes' MicroTime serializes."""
-    return (now or dt.datetime.now(dt.timezone.utc)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def request_timeout(timing: LeaseTiming) -> float:
@@ -85,7 +86,8 @@ class LeaseElector:
     `held()` and is told through `on_change` whenever that set changes. `clock` is for tests."""
 
     def __init__(self, client: AsyncClient, *, identity: str, timing: LeaseTiming,
-                 on_change: Callable[[], None], clock: Callable[[], float] = time.monotonic) -> None:
+                 on_change: Callable[[], None], clock: Callable[[], float] = time.monotonic,
+                 holddown: float = DEFAULT_HOLDDOWN, withdrawn: Callable[[float], bool] | None = None) -> None:
         self._client = client
         self.identity = identity
         self.timing = timing
@@ -98,6 +100,9 @@ class LeaseElector:
         self._wake = asyncio.Event()
         self._failing = False
         self.requests = 0  # API requests sent, for the benchmark and metrics
+        # kvip.io/preferred-nodes: `withdrawn(t)` says a dataplane pass started at wall time t has completed.
+        self.handovers = Handovers(client, identity=identity, timing=timing, holddown=holddown, records=self._records,
+                                   clock=clock, dropped=self._report, wake=self._wake.set, withdrawn=withdrawn)
 
     @property
     def client(self) -> AsyncClient:
@@ -106,9 +111,13 @@ class LeaseElector:
 
     # -- what the agent sees -------------------------------------------------------------------
 
-    def want(self, leases: Iterable[LeaseKey]) -> None:
-        """Contend for exactly these leases from now on; any other we hold is released at once."""
+    def want(self, leases: Iterable[LeaseKey], ranks: Mapping[LeaseKey, Rank] | None = None) -> None:
+        """Contend for exactly these leases from now on; any other we hold is released at once (and a
+        handover we asked for taken back). `ranks`: this node's kvip.io/preferred-nodes standing."""
         wanted = frozenset(leases)
+        for key in self.handovers.update(wanted, ranks or {}):
+            self._to_release.add(key)
+            self._wake.set()
         if wanted == self._wanted:
             return
         for key in self._wanted - wanted:
@@ -152,9 +161,13 @@ class LeaseElector:
             self._report()
             # Fixed rate, not fixed delay: a long cycle (1,000 renewals) must not stretch the period,
             # or the retries left before the renew deadline shrink.
-            wait = started + self.timing.retry_period - loop.time()
-            if wait > 0:
-                await wait_event(self._wake, wait)
+            # While a handover we asked for is pending, read its Lease every POLL_PERIOD: the gap is one poll.
+            while (wait := started + self.timing.retry_period - loop.time()) > 0:
+                asking = bool(self.handovers.pending)
+                if await wait_event(self._wake, min(wait, POLL_PERIOD) if asking else wait):
+                    break
+                if asking and await self.handovers.poll():
+                    break
 
     async def _fence_loop(self) -> None:
         """Reports a lease lost by time alone at the instant the fence drops it, even while a
@@ -201,6 +214,13 @@ class LeaseElector:
         await asyncio.gather(*(bounded(lambda ns=ns: self._observe(ns, seen)) for ns in namespaces))
         now = self._clock()
         steps: list[tuple[LeaseKey, Step]] = []
+        # Load for spread_delay: wanted leases held per node as just listed, ours counting those we take.
+        load: dict[str, int] = {}
+        for key in wanted:
+            spec = (seen.get(key.namespace, {}).get(key.name) or {}).get("spec") or {}
+            if holder := spec.get("holderIdentity"):
+                load[holder] = load.get(holder, 0) + 1
+        mine = load.pop(self.identity, 0)
         for key in sorted(wanted):
             record = self._records.setdefault(key, LeaseRecord(changed_at=now))
             if key.namespace in seen:
@@ -210,12 +230,16 @@ class LeaseElector:
             elif not (record.exists and record.holder == self.identity):
                 continue  # namespace unreadable: only a renewal is safe blind (the resourceVersion guards it)
             step = next_step(record, identity=self.identity, timing=self.timing, now=now,
-                             spread=spread_delay(self.identity, key, self.timing))
+                             spread=0.0 if record.exists else spread_delay(
+                                 self.identity, key, self.timing, held=mine, others=load, wanted=len(wanted)))
+            step = self.handovers.plan(key, record, step, now)  # preference: defer, ask, or hand over
             if step is not Step.WAIT:
                 steps.append((key, step))
+                mine += step is not Step.RENEW
         # Renewals first, most overdue first: protecting what we hold beats taking more.
         steps.sort(key=lambda ks: (ks[1] is not Step.RENEW, self._records[ks[0]].renewed_at or 0.0))
         await asyncio.gather(*(bounded(lambda k=k, s=s: self._write(k, s)) for k, s in steps))
+        await asyncio.gather(*(bounded(work) for work in self.handovers.take_work()))
         self._note(failures)
         self._forget_unwanted()
 
@@ -262,7 +286,9 @@ class LeaseElector:
             else:
                 spec["leaseTransitions"] = 0
         body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                "metadata": {"name": key.name, "namespace": key.namespace}, "spec": spec}
+                "metadata": {"name": key.name, "namespace": key.namespace,
+                             "annotations": holder_annotations(record.annotations, self.handovers.ranks.get(key))},
+                "spec": spec}
         self.requests += 1
         # The fence counts from when we *sent* the write: others can only have seen it later.
         sent = self._clock()
@@ -273,6 +299,11 @@ class LeaseElector:
                 body["metadata"]["resourceVersion"] = record.resource_version
                 written = await self._client.replace(Lease(body), namespace=key.namespace)
         except Exception as exc:
+            if step is Step.RENEW and classify(exc) is ApiFailure.CONFLICT:
+                await self._refresh(key, record)  # a handover request annotated it? Then it is still ours:
+                if record.holder == self.identity:  # keep counting it (fenced) and look again at once
+                    self._wake.set()
+                    return
             if classify(exc) in (ApiFailure.CONFLICT, ApiFailure.NOT_FOUND):
                 record.renewed_at = None  # someone else moved first (or it was deleted): not ours
                 return
@@ -297,10 +328,13 @@ class LeaseElector:
             if record.resource_version is None:
                 await self._refresh(key, record)
             if not record.exists or record.holder != self.identity:
-                return
+                if await self.handovers.withdraw(key, record):  # a handover request of ours is taken back
+                    return
+                continue
             spec = {**record.spec, "holderIdentity": None, "leaseDurationSeconds": 1, "renewTime": micro_time()}
             body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                     "metadata": {"name": key.name, "namespace": key.namespace,
+                                 "annotations": holder_annotations(record.annotations, None),
                                  "resourceVersion": record.resource_version}, "spec": spec}
             self.requests += 1
             try:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from lightkube import AsyncClient
 from lightkube.types import PatchType
 
-from kvip.core.model import BadInput, ServiceDecision, ServiceKey
+from kvip.core.model import CONTROL_PLANE_KEY, BadInput, ServiceDecision, ServiceKey
 from kvip.kube.errors import ApiFailure, classify, describe
 from kvip.kube.resources import Event
 
@@ -187,20 +187,31 @@ class EventRecorder:
             if not self._queue.full():
                 self._queue.put_nowait((BadInput(key, "VIPConflict", message), "Warning"))
 
-    def report_transitions(self, decisions: Mapping[ServiceKey, ServiceDecision]) -> None:
-        """A Normal Event when this node starts or stops advertising a service (not on every pass)."""
-        now = {key: d.advertised for key, d in decisions.items()}
-        if self._advertised is not None:
-            for key, decision in decisions.items():
-                if now[key] == self._advertised.get(key, False) or self._queue.full():
-                    continue
-                vips = ", ".join(str(v) for v in decision.vips)
-                if decision.advertised:
-                    event = BadInput(key, "Advertised", f"node {self._node} advertises {vips}")
-                else:
-                    event = BadInput(key, "Withdrawn", f"node {self._node} withdrew {vips} ({decision.reason})")
-                self._queue.put_nowait((event, "Normal"))
-        self._advertised = now
+    def report_transitions(self, decisions: Mapping[ServiceKey, ServiceDecision],
+                           changed: Iterable[ServiceKey] | None = None) -> None:
+        """A Normal Event when this node starts or stops advertising a service (not on every pass).
+        `changed`: the only keys whose decision may differ from the last call's (None: any; kvip issue
+        #21). The control-plane VIP is no Service: it never gets an Event."""
+        previous = self._advertised
+        if previous is None or changed is None:
+            self._advertised, keys = {}, decisions.keys()
+        else:
+            keys = changed
+        for key in keys:
+            decision = decisions.get(key)
+            if decision is None or key == CONTROL_PLANE_KEY:
+                self._advertised.pop(key, None)
+                continue
+            was = previous.get(key, False) if previous is not None else decision.advertised
+            self._advertised[key] = decision.advertised
+            if decision.advertised == was or self._queue.full():
+                continue
+            vips = ", ".join(str(v) for v in decision.vips)
+            if decision.advertised:
+                event = BadInput(key, "Advertised", f"node {self._node} advertises {vips}")
+            else:
+                event = BadInput(key, "Withdrawn", f"node {self._node} withdrew {vips} ({decision.reason})")
+            self._queue.put_nowait((event, "Normal"))
 
     async def run(self) -> None:
         while True:

@@ -18,7 +18,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +39,7 @@ DESIRED_DIGEST = "kvip.io/desired-digest"
 MISSING_ANNOTATION = "kvip.io/missing"  # desired but not advertised
 EXTRA_ANNOTATION = "kvip.io/extra"  # advertised but not desired
 MODE_ANNOTATION = "kvip.io/mode"
+DRIFT_ANNOTATION = "kvip.io/dataplane-drift"  # DHCP/egress drift lines (kvip.core.dataplane_report)
 # Written by kvip before issue #21 (the full JSON lists): read for rolling upgrades, removed on first write.
 LEGACY_ADVERTISED = "kvip.io/advertised"
 LEGACY_DESIRED = "kvip.io/desired"
@@ -47,6 +48,11 @@ LABEL = "kvip.io/heartbeat"
 MIN_INTERVAL = 1.0
 MAX_LISTED = 16
 DIGEST_HEX = 32  # 128 bits of sha256: collisions are not a concern at any cluster's VIP count
+# Issue #20: what an agent says of its settings and sessions (`AgentFacts`), beside its view.
+AGENT_SELECTOR_ANNOTATION = "kvip.io/agent-node-selector"  # its kvip_node_selector, as written ("" = none)
+BGP_PEERS_ANNOTATION = "kvip.io/bgp-peers"  # Established peers → IP versions exported to each ("" = not BGP)
+MAX_PEERS = 16
+FACTS_POLL = 5.0  # seconds: how soon a BGP session that came up or went down reaches the Lease
 
 
 def node_lease_name(node: str) -> str:
@@ -76,18 +82,54 @@ class NodeView:
     missing: tuple[str, ...] = ()
     extra: tuple[str, ...] = ()
     mode: str = ""
+    drift: tuple[str, ...] = ()
 
     @classmethod
-    def of(cls, advertised: Iterable[str], desired: Iterable[str], *, mode: str = "") -> NodeView:
+    def of(cls, advertised: Iterable[str], desired: Iterable[str], *, mode: str = "",
+           drift: Iterable[str] = ()) -> NodeView:
         have, want = set(advertised), set(desired)
         return cls(VipSetDigest.of(have), VipSetDigest.of(want), tuple(sorted(want - have)[:MAX_LISTED]),
-                   tuple(sorted(have - want)[:MAX_LISTED]), mode)
+                   tuple(sorted(have - want)[:MAX_LISTED]), mode, tuple(drift)[:MAX_LISTED])
 
     def annotations(self) -> dict[str, str]:
         return {ADVERTISED_COUNT: str(self.advertised.count), ADVERTISED_DIGEST: self.advertised.digest,
                 DESIRED_COUNT: str(self.desired.count), DESIRED_DIGEST: self.desired.digest,
                 MISSING_ANNOTATION: json.dumps(list(self.missing)), EXTRA_ANNOTATION: json.dumps(list(self.extra)),
-                MODE_ANNOTATION: self.mode}
+                MODE_ANNOTATION: self.mode, DRIFT_ANNOTATION: json.dumps(list(self.drift))}
+
+
+@dataclass(frozen=True)
+class AgentFacts:
+    """What an agent says of its own settings and sessions. Rarely changing, so a renewal never carries
+    them (only changed annotations are sent). None: not said (a kvip before issue #20; not BGP mode)."""
+
+    node_selector: str | None = None
+    bgp_peers: tuple[tuple[str, tuple[int, ...]], ...] | None = None  # (peer address, IP versions exported)
+
+    @classmethod
+    def of(cls, node_selector: str | None, bgp_peers: Mapping[str, Iterable[int]] | None) -> AgentFacts:
+        if bgp_peers is None:
+            return cls(node_selector)
+        peers = sorted((str(p), tuple(sorted(set(v)))) for p, v in bgp_peers.items())
+        return cls(node_selector, tuple(peers[:MAX_PEERS]))
+
+    def annotations(self) -> dict[str, str]:
+        peers = "" if self.bgp_peers is None else json.dumps({p: list(v) for p, v in self.bgp_peers})
+        selector = {} if self.node_selector is None else {AGENT_SELECTOR_ANNOTATION: self.node_selector}
+        return {**selector, BGP_PEERS_ANNOTATION: peers}
+
+
+def facts_from_annotations(annotations: Mapping[str, str]) -> AgentFacts:
+    """The inverse of `AgentFacts.annotations`; a peer list that cannot be read is not said."""
+    selector = annotations.get(AGENT_SELECTOR_ANNOTATION)
+    try:
+        value = json.loads(annotations.get(BGP_PEERS_ANNOTATION) or "null")
+    except ValueError:
+        value = None
+    if not isinstance(value, dict) or not all(
+            isinstance(v, list) and all(x in (4, 6) for x in v) for v in value.values()):
+        return AgentFacts(selector)
+    return AgentFacts.of(selector, value)
 
 
 class UnreadableHeartbeat(ValueError):
@@ -110,7 +152,7 @@ def view_from_annotations(annotations: Mapping[str, str]) -> NodeView:
         return NodeView(VipSetDigest(int(annotations[ADVERTISED_COUNT]), annotations[ADVERTISED_DIGEST]),
                         VipSetDigest(int(annotations[DESIRED_COUNT]), annotations[DESIRED_DIGEST]),
                         _vips(annotations.get(MISSING_ANNOTATION, "[]")), _vips(annotations.get(EXTRA_ANNOTATION, "[]")),
-                        annotations.get(MODE_ANNOTATION, ""))
+                        annotations.get(MODE_ANNOTATION, ""), _vips(annotations.get(DRIFT_ANNOTATION, "[]")))
     except (KeyError, ValueError) as exc:
         raise UnreadableHeartbeat(str(exc)) from exc
 
@@ -125,8 +167,13 @@ def resolve_advertised(view: NodeView, expected: Collection[str]) -> frozenset[s
 
 
 class HeartbeatPublisher:
-    def __init__(self, client: AsyncClient, *, node_name: str, namespace: str, mode: str, period: float) -> None:
+    def __init__(self, client: AsyncClient, *, node_name: str, namespace: str, mode: str, period: float,
+                 node_selector: str | None = None,
+                 bgp_peers: Callable[[], Mapping[str, Iterable[int]]] | None = None) -> None:
         self._client = client
+        self._selector = node_selector
+        self._bgp_peers = bgp_peers
+        self._facts_written: AgentFacts | None = None
         self._node = node_name
         self._namespace = namespace
         self._mode = mode
@@ -138,19 +185,22 @@ class HeartbeatPublisher:
         self._wake = asyncio.Event()
         self._warned = False
 
-    def report(self, advertised: Iterable[str], desired: Iterable[str]) -> None:
-        self._pending = NodeView.of(advertised, desired, mode=self._mode)
-        if self._pending != self._published:
+    def report(self, advertised: Iterable[str], desired: Iterable[str], drift: Iterable[str] = ()) -> None:
+        self._pending = NodeView.of(advertised, desired, mode=self._mode, drift=drift)
+        if self._pending != self._published or self.facts() != self._facts_written:
             self._wake.set()
+
+    def facts(self) -> AgentFacts:
+        return AgentFacts.of(self._selector, None if self._bgp_peers is None else self._bgp_peers())
 
     async def run(self) -> None:
         while True:
-            await wait_event(self._wake, self._period)
+            await wait_event(self._wake, min(self._period, FACTS_POLL))  # (a session change wakes nobody)
             self._wake.clear()
             if self._pending is None:
                 continue
             since = time.monotonic() - self._last_write
-            if self._pending == self._published and since < self._period:
+            if self._pending == self._published and since < self._period and self.facts() == self._facts_written:
                 continue
             if since < MIN_INTERVAL:
                 # A burst of changes becomes one write: the audit reads a settled view.
@@ -173,7 +223,8 @@ class HeartbeatPublisher:
         if view is None:
             return
         name = node_lease_name(self._node)
-        annotations = view.annotations()
+        facts = self.facts()
+        annotations = {**view.annotations(), **facts.annotations()}
         patch: dict[str, Any] = {"spec": {"renewTime": micro_time()}}
         if self._written is None:
             # First write of this process: also set what a Lease left by an older kvip may lack or hold.
@@ -194,6 +245,7 @@ class HeartbeatPublisher:
             await self._client.create(Lease(body), namespace=self._namespace)
         self._written = annotations
         self._published = view
+        self._facts_written = facts
 
     def _identity(self) -> dict[str, Any]:
         return {"holderIdentity": self._node, "leaseDurationSeconds": int(max(1, 3 * self._period))}

@@ -3,7 +3,8 @@
 Each episode injects one fault (endpoint moves, service churn, a 403 window, watch cuts, dropped events,
 history compaction, agent kill -9, route tampering, BIRD or API restart; in BGP mode the tampering hits
 the agent's own speaker: killed, or emptied and reloaded by hand), then lets the system go quiet
-and times how long until every node's table 198 and the router's RIB equal what the cluster says. The
+and times how long until every node's table 198 and the router's RIB equal what the cluster says (with
+`egress`/`dhcp`: the SNAT rules too, under nft flushes and DHCP server restarts: kvip.lab.chaos_dataplane). The
 checker computes that expectation itself from the stand-in's objects — it never imports `decide()` —
 so a bug shared by the agent and its own logic cannot hide. A foreign route planted in every node's
 table must survive the whole run untouched.
@@ -25,8 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kvip.lab import chaos_dataplane as dataplane
 from kvip.lab.bgp_router import BgpModeFabric
 from kvip.lab.cluster import LabCluster
+from kvip.lab.dnsmasq import Dnsmasq
 from kvip.lab.fabric import BgpFabric
 from kvip.lab.objects import endpoint_slice, load_balancer_service
 
@@ -116,8 +119,11 @@ def expected_routes(lab: LabCluster, nodes: tuple[str, ...]) -> dict[str, set[st
 
 class Chaos:
     def __init__(self, lab: LabCluster, fabric: BgpFabric | BgpModeFabric | None, *, seed: int, services: int = 6,
-                 bound: float = 10.0, election: str = "none") -> None:
-        self.election = election
+                 bound: float = 10.0, election: str = "none", egress: bool = False,
+                 advertised_by: int = 1, dhcp: Dnsmasq | None = None) -> None:
+        self.election, self.dhcp = election, dhcp  # dhcp: the lab's server, restarted as a fault
+        self.egress = egress  # svc0 and svc1 SNAT their pods (kvip.lab.chaos_dataplane), tables get flushed
+        self.advertised_by = advertised_by  # every Nth settled step also checks kvip.io/advertised-by (0: none)
         # BGP mode: the agents are the speakers; what they advertise is read at the router only.
         self.bgp = isinstance(fabric, BgpModeFabric)
         self.lab = lab
@@ -139,7 +145,9 @@ class Chaos:
     def create_service(self, name: str) -> None:
         index = int(name[3:])
         policy = "Local" if index % 2 == 0 else "Cluster"
-        self.lab.api.create(load_balancer_service(name, vips=[f"10.96.7.{index + 1}"], external_traffic_policy=policy))
+        notes = {dataplane.EGRESS: "true"} if self.egress and index < 2 else None
+        self.lab.api.create(load_balancer_service(name, vips=[f"10.96.7.{index + 1}"], external_traffic_policy=policy,
+                                                  annotations=notes))
         self.lab.api.create(endpoint_slice(name, self._random_endpoints()))
         self.live.add(name)
 
@@ -244,7 +252,9 @@ class Chaos:
         return [("endpoint-move", self._move), ("service-churn", self._churn), ("403-window", self._forbidden_window),
                 ("watch-cut", self._watch_cut), ("dropped-events", self._dropped_events),
                 ("compaction", self._compaction), ("agent-kill", self._kill_agent), ("route-tamper", self._tamper),
-                ("bird-restart", self._bird_restart), ("api-restart", self._api_restart)]
+                ("bird-restart", self._bird_restart), ("api-restart", self._api_restart),
+                *([("nft-flush", lambda: dataplane.flush_egress(self.lab, self.rng))] if self.egress else []),
+                *([("dhcp-restart", lambda: dataplane.restart_dhcp(self.dhcp, self.rng))] if self.dhcp else [])]
 
     # -- the run ----------------------------------------------------------------------------------
 
@@ -272,16 +282,30 @@ class Chaos:
             else:
                 want = expected_routes(self.lab, self.nodes)
             router_ok = (self._no_draining_paths() if self.bgp else self._router_matches(want)) if want else False
-            if have == want and router_ok:
+            snat = dataplane.egress_view(self.lab, self.nodes) if self.egress and have == want else {}
+            snat_ok = snat == dataplane.expected_egress(self.lab, have) if self.egress else True
+            if have == want and router_ok and snat_ok:
                 took = time.monotonic() - start
                 self.report.convergence[kind].append(took)
                 self._check_foreign()
+                if self.advertised_by and not self.bgp and sum(self.report.faults.values()) % self.advertised_by == 0:
+                    await self._settle_advertised_by(kind, have)
                 return took
             if time.monotonic() - start > self.bound:
                 self.report.violations.append(f"{kind}: not converged in {self.bound}s: want {want}, have {have}, "
-                                              f"router ok={router_ok} {'; '.join(wrong)}")
+                                              f"router ok={router_ok}, egress {snat} {'; '.join(wrong)}")
                 return None
             await asyncio.sleep(0.02)
+
+    async def _settle_advertised_by(self, kind: str, routes: dict[str, set[str]]) -> None:
+        """The step has settled: each Service's kvip.io/advertised-by must come to name its route's nodes."""
+        start = time.monotonic()
+        while wrong := dataplane.advertised_by_mismatches(self.lab, routes):
+            if time.monotonic() - start > self.bound:
+                self.report.violations.append(f"{kind}: advertised-by not settled in {self.bound}s: {'; '.join(wrong)}")
+                return
+            await asyncio.sleep(0.05)
+        self.report.convergence["advertised-by"].append(time.monotonic() - start)
 
     def _router_view(self) -> dict[str, set[str]]:
         """node → prefixes the router has a path for from that node (BGP mode's only observable)."""
@@ -313,7 +337,7 @@ class Chaos:
             return False
         expected: dict[str, set[str]] = defaultdict(set)
         for node, routes in want.items():
-            for route in routes:
+            for route in (r for r in routes if r.startswith("10.96.")):  # (a DHCP address is checked on the nodes)
                 expected[route].add(node)
         seen = {p: set(hops) for p, hops in rib.items() if p.startswith("10.96.")}
         return seen == dict(expected)
@@ -329,18 +353,23 @@ class Chaos:
 
 
 async def soak(workdir: Path, *, seed: int, faults: int, nodes: int = 3, bound: float = 10.0,
-               election: str = "none", mode: str = "table",
+               election: str = "none", mode: str = "table", egress: bool = False, advertised_by: int = 1,
+               dhcp: bool = False,
                progress: Callable[[int, str, float | None], None] | None = None) -> ChaosReport:
     names = tuple(f"node-{chr(ord('a') + i)}" for i in range(nodes))
     env = {"svc_election": "true", "vip_leaseduration": "3", "vip_renewdeadline": "2",
            "vip_retryperiod": "0.5"} if election == "service" else {}
+    env |= dataplane.egress_env() if egress else {}
     async with LabCluster(names, workdir=workdir, resync_period=3.0, agent_env=env) as lab:
         assert lab.topology is not None
         fabric: BgpFabric | BgpModeFabric = (BgpModeFabric(lab.topology, workdir) if mode == "bgp"
                                              else BgpFabric(lab.topology, workdir))
         await asyncio.to_thread(fabric.start)
+        server = None
         try:
-            chaos = Chaos(lab, fabric, seed=seed, bound=bound, election=election)
+            server = dataplane.start_dhcp(lab, workdir) if dhcp else None  # (needs election="service")
+            chaos = Chaos(lab, fabric, seed=seed, bound=bound, election=election, egress=egress,
+                          advertised_by=advertised_by, dhcp=server)
             chaos.plant_foreign_routes()
             for name in chaos.services:
                 chaos.create_service(name)
@@ -353,9 +382,13 @@ async def soak(workdir: Path, *, seed: int, faults: int, nodes: int = 3, bound: 
                     raise TimeoutError("BGP sessions did not come up")
                 await asyncio.sleep(0.2)
             await chaos.converge("startup")
-            return await chaos.run(faults, progress)
+            report = await chaos.run(faults, progress)
+            report.violations += await dataplane.settle_dhcp_status(lab, bound) if server is not None else []
+            return report
         finally:
             await asyncio.to_thread(fabric.stop)
+            if server is not None:
+                server.stop()
 
 
 def write_report(report: ChaosReport, path: Path) -> dict[str, Any]:

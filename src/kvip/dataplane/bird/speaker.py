@@ -20,7 +20,7 @@ from pathlib import Path
 
 from prometheus_client.registry import Collector
 
-from kvip.config.bgp_values import BgpSettings
+from kvip.config.bgp_values import BgpPeer, BgpSettings
 from kvip.core.model import DesiredState, IPAddress
 from kvip.dataplane.base import ApplyError, DataplaneBase, DataplaneError
 from kvip.dataplane.bird.addresses import (
@@ -67,6 +67,7 @@ class BgpSpeaker(DataplaneBase):
         self.sessions: dict[str, str] = {}  # peer → BGP state ("Established", "Active", ...)
         self._peers = peer_protocols(settings)
         self._router_id: str | None = None  # the one the running speaker was started with
+        self._other_family: dict[BgpPeer, int] = {}  # peer → the other IP version it carries (MP-BGP)
         for note in settings.notes:  # where kvip follows kube-vip rather than the setting's name
             log.info("%s", note)
         self._route_lines = RouteLines()
@@ -151,6 +152,12 @@ class BgpSpeaker(DataplaneBase):
                             {str(peer): self.sessions.get(str(peer), "unknown") for peer in self._peers.values()},
                             len(self._intended))
 
+    def exported_peers(self) -> dict[str, frozenset[int]]:
+        """Peers with an Established session → the IP versions of VIPs exported to them (every VIP of
+        a version the session carries: its own, plus the other one over MP-BGP), for the heartbeat."""
+        return {str(peer.address): frozenset({peer.address.version, self._other_family.get(peer, peer.address.version)})
+                for peer in self._peers.values() if self.sessions.get(str(peer)) == "Established"}
+
     def status(self) -> Mapping[str, object]:
         state = self.state()
         return {"speakerRunning": state.running, "speakerRestarts": state.restarts, "sessions": dict(state.sessions),
@@ -210,6 +217,7 @@ class BgpSpeaker(DataplaneBase):
                 continue
             if found is not None:
                 next_hops[peer] = found
+        self._other_family = {peer: version for peer, (version, _hop) in next_hops.items()}
         return speaker_config(self.settings, router_id=router_id.address, run_dir=self.run_dir,
                               local_addresses=source_addresses(self.settings, host), mpbgp=next_hops)
 

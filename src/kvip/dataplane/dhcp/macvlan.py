@@ -51,12 +51,24 @@ async def ensure(name: str, parent: str, mac: bytes) -> None:
             log.info("created macvlan %s on %s with MAC %s", name, parent, mac_text(mac))
             existing = await ipr.link_lookup(ifname=name)
             await ipr.link("set", index=existing[0], ifalias=ALIAS)  # (not taken by "add")
+            _no_dad(name)
         await ipr.link("set", index=existing[0], state="up")
     rp_filter = Path(f"/proc/sys/net/ipv4/conf/{name}/rp_filter")
     try:
         rp_filter.write_text("0")
     except OSError as exc:
         log.warning("cannot set rp_filter of %s: %s", name, exc)
+
+
+def _no_dad(name: str) -> None:
+    """Before the link is up: its link-local address (the DHCPv6 client's source) and a leased VIP on it
+    are usable at once, not tentative for DAD's second; its MAC is the Service's own, so no other host
+    holds them. No router advertisement adds addresses to it either."""
+    for setting in ("accept_dad", "accept_ra"):
+        try:
+            Path(f"/proc/sys/net/ipv6/conf/{name}/{setting}").write_text("0")
+        except OSError as exc:  # IPv6 disabled: the DHCPv4 client does not care
+            log.debug("cannot set %s of %s: %s", setting, name, exc)
 
 
 async def remove(name: str) -> None:

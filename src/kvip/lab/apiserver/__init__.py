@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import os
 import socket
 import ssl
@@ -183,11 +184,13 @@ class StandIn:
     def delete(self, resource: str, name: str, namespace: str | None = None) -> None:
         self.store.delete(resource, namespace, name)
 
+    # Copies, as a real server's responses are: a caller that edits what it read and writes it back
+    # must make a change (new resourceVersion, a watch event), never an edit of the stored object itself.
     def get(self, resource: str, name: str, namespace: str | None = None) -> dict[str, Any]:
-        return self.store.get(resource, namespace, name)
+        return copy.deepcopy(self.store.get(resource, namespace, name))
 
     def list(self, resource: str, namespace: str | None = None) -> list[dict[str, Any]]:
-        return self.store.list(resource, namespace)
+        return copy.deepcopy(self.store.list(resource, namespace))
 
     # -- faults ------------------------------------------------------------------------------
 

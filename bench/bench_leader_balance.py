@@ -1,0 +1,108 @@
+"""Balance of per-service leaders: N LeaseElectors contending for the same L per-service Leases.
+
+Runs N in-process electors (one per node) against the in-process API stand-in, all wanting the same
+L `kubevip-<svc>` leases from the same instant (a burst of new Services, the worst case), waits until
+every lease is held, and reports how many each node holds: max/min, and the time to elect all. Runs
+twice in one process: with the old rule (a hashed delay alone, kept below as the baseline) and with
+the load-aware `spread_delay`; then both once more with a single elector (what the ramp that keeps a
+node from taking a whole burst before it sees the others costs a node that is really alone). Timing is
+kube-vip's defaults unless --retry is given (the lease duration and renew deadline scale with it).
+Run: python3 bench/bench_leader_balance.py [--nodes 10] [--leases 1000] [--retry 2.0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import logging
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from lightkube import AsyncClient, KubeConfig  # noqa: E402
+
+from kvip.core.election_rules import LeaseKey, spread_delay  # noqa: E402
+from kvip.core.model import ServiceKey  # noqa: E402
+from kvip.kube import election  # noqa: E402
+from kvip.kube.election import LeaseElector, LeaseTiming, service_lease_key  # noqa: E402
+from kvip.lab.apiserver import serving  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def hashed_delay_only(identity: str, key: LeaseKey, timing: LeaseTiming, **_load: Any) -> float:
+    """The rule before issue #20: a delay in [0, 2 retry periods) hashed from (node, lease), blind to load."""
+    digest = hashlib.blake2b(f"{identity}/{key}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big") / 2**32 * 2 * timing.retry_period
+
+
+async def elect(rule: Callable[..., float], *, nodes: int, leases: int, timing: LeaseTiming,
+                deadline: float = 300.0) -> tuple[Counter[str], float]:
+    """Leases held per node once all `leases` are held, and the seconds that took."""
+    election.spread_delay = rule  # type: ignore[attr-defined]  # the one call site reads the module global
+    try:
+        async with serving(namespaces=("default",)) as api:
+            clients = [AsyncClient(config=KubeConfig.from_dict(api.kubeconfig())) for _ in range(nodes)]
+            electors = [LeaseElector(c, identity=f"node-{i:02d}", timing=timing, on_change=lambda: None)
+                        for i, c in enumerate(clients)]
+            keys = [service_lease_key(ServiceKey("default", f"svc-{i:04d}")) for i in range(leases)]
+            for elector in electors:
+                elector.want(keys)
+            tasks = [asyncio.create_task(e.run()) for e in electors]
+            started = time.monotonic()
+            try:
+                while sum(len(e.held()) for e in electors) < leases:
+                    if time.monotonic() - started > deadline:
+                        raise SystemExit(f"not all {leases} leases held after {deadline:g} s")
+                    await asyncio.sleep(0.05)
+                took = time.monotonic() - started
+                counts = Counter({e.identity: len(e.held()) for e in electors})
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                for client in clients:
+                    await client.close()
+    finally:
+        election.spread_delay = spread_delay  # type: ignore[attr-defined]
+    return counts, took
+
+
+def summary(counts: Counter[str], nodes: int, took: float) -> dict[str, Any]:
+    per_node = [counts.get(f"node-{i:02d}", 0) for i in range(nodes)]
+    low, high = min(per_node), max(per_node)
+    return {"per_node": per_node, "min": low, "max": high,
+            "max_over_min": round(high / low, 2) if low else None, "elect_all_s": round(took, 2)}
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--nodes", type=int, default=10)
+    parser.add_argument("--leases", type=int, default=1000)
+    parser.add_argument("--retry", type=float, default=2.0, help="retry period, s (duration 7.5x, deadline 5x)")
+    args = parser.parse_args()
+    logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)  # requests cut off by the electors' cancel
+    timing = LeaseTiming(lease_duration=7.5 * args.retry, renew_deadline=5 * args.retry, retry_period=args.retry)
+    result: dict[str, Any] = {"nodes": args.nodes, "leases": args.leases, "retry_period": args.retry}
+    print(f"{args.leases} per-service leases created at once, retry period {args.retry:g} s")
+    print(f"{'electors':<10}{'rule':<16}{'min':>6}{'max':>6}{'max/min':>9}{'elect all (s)':>15}   per node")
+    for nodes in (args.nodes, 1):
+        for name, rule in (("hashed_delay", hashed_delay_only), ("load_aware", spread_delay)):
+            counts, took = await elect(rule, nodes=nodes, leases=args.leases, timing=timing)
+            row = result[name if nodes > 1 else f"{name}_alone"] = summary(counts, nodes, took)
+            ratio = "inf" if row["max_over_min"] is None else f"{row['max_over_min']:.2f}"
+            shown = row["per_node"] if nodes > 1 else ""
+            print(f"{nodes:<10}{name:<16}{row['min']:>6}{row['max']:>6}{ratio:>9}{row['elect_all_s']:>15.1f}   {shown}")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "leader_balance.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,232 @@
+"""The DHCPv6 client's lease state machine (RFC 8415 §18), pure, the shape of `kvip.core.dhcp_lease`:
+every function takes `now` and returns the next state and the message to send.
+
+INIT → (Solicit) SELECTING → (Advertise; Request) REQUESTING → (Reply) BOUND → at T1 (Renew) RENEWING →
+at T2 (Rebind) REBINDING → at the valid lifetime's end INIT again, the address gone. A Reply refusing
+the address (NoBinding, NotOnLink, NoAddrsAvail, or the address with lifetime 0) sends the client back to
+INIT, asking again for the address it held.
+
+Simplifications, and why: the first Advertise that offers an address is taken (no wait for a better
+preference: a LAN of one server is the case kvip serves); retransmission starts at 1 s and doubles up
+to 16 s (not SOL_MAX_RT's hour: a Service waits for its address); the Solicit is not delayed by a
+random 0-1 s (one client per macvlan, no storm of hosts booting at once).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, replace
+
+from kvip.core.dhcp import DhcpAsk
+from kvip.core.dhcp6 import (
+    ADVERTISE,
+    ASKED_OPTIONS,
+    FQDN_NO_UPDATE,
+    REBIND,
+    RELEASE,
+    RENEW,
+    REPLY,
+    REQUEST,
+    SOLICIT,
+    SUCCESS,
+    Dhcp6Message,
+    IaAddress,
+    IaNa,
+    duid_ll,
+    iaid_of,
+)
+from kvip.core.dhcp_lease import Phase
+
+FIRST_RETRY = 1.0  # RFC 8415 SOL_TIMEOUT / REQ_TIMEOUT
+MAX_RETRY = 16.0
+REQUEST_TRIES = 4  # REQUESTING gives up (back to INIT) after this many unanswered Requests
+MIN_RETRY = 2.0  # RENEWING/REBINDING retransmit at half the remaining time, never more often than this
+
+
+@dataclass(frozen=True)
+class Lease6:
+    address: ipaddress.IPv6Address
+    server_id: bytes
+    obtained_at: float
+    t1: int
+    t2: int
+    preferred: int
+    valid: int
+
+    @property
+    def renew_at(self) -> float:
+        return self.obtained_at + self.t1
+
+    @property
+    def rebind_at(self) -> float:
+        return self.obtained_at + self.t2
+
+    @property
+    def expires_at(self) -> float:
+        return self.obtained_at + self.valid
+
+
+@dataclass(frozen=True)
+class Offer6:
+    address: ipaddress.IPv6Address
+    server_id: bytes
+
+
+@dataclass(frozen=True)
+class Client6State:
+    phase: Phase = Phase.INIT
+    xid: int = 0
+    lease: Lease6 | None = None  # held in BOUND, RENEWING, REBINDING
+    offer: Offer6 | None = None  # the Advertise being requested (REQUESTING)
+    started: float = 0.0  # when this exchange began (the Elapsed Time option)
+    next_send: float = 0.0
+    retry: float = FIRST_RETRY
+    tries: int = 0
+    lost: str | None = None  # why the last lease was lost (until a new one is bound)
+    hint: ipaddress.IPv6Address | None = None  # the address held last: asked for again
+    renewals: int = 0
+
+
+def _lifetimes(ia: IaNa) -> tuple[int, int]:
+    """T1 and T2 of a lease; a server's 0 leaves them to the client: 1/2 and 4/5 of the shortest
+    preferred lifetime (RFC 8415 §21.4)."""
+    preferred = min((a.preferred for a in ia.addresses), default=0)
+    t1 = ia.t1 or preferred // 2
+    t2 = ia.t2 or max(t1, preferred * 4 // 5)
+    return t1, t2
+
+
+def usable(ask: DhcpAsk, ia_na: tuple[IaNa, ...]) -> tuple[IaNa, IaAddress] | None:
+    """Our IA and the address it offers, if the server offers one: RFC 8415 §21.4 and §21.6 discard an
+    IA_NA with T1 > T2 and an address whose preferred lifetime exceeds its valid one."""
+    for ia in ia_na:
+        if ia.iaid != iaid_of(ask.mac) or (ia.status is not None and ia.status.code != SUCCESS):
+            continue
+        if ia.t1 and ia.t2 and ia.t1 > ia.t2:
+            continue
+        for entry in ia.addresses:
+            if (entry.status is None or entry.status.code == SUCCESS) and 0 < entry.valid \
+                    and entry.preferred <= entry.valid and not entry.address.is_multicast:
+                return ia, entry
+    return None
+
+
+def refusal(ask: DhcpAsk, message: Dhcp6Message) -> str | None:
+    """Why a Reply refuses our IA (None: it does not), in the server's words."""
+    for status in [message.status] + [ia.status for ia in message.ia_na if ia.iaid == iaid_of(ask.mac)]:
+        if status is not None and status.code != SUCCESS:
+            return f"status {status.code}" + (f" ({status.message})" if status.message else "")
+    return None
+
+
+def _message(ask: DhcpAsk, state: Client6State, kind: int, now: float, address: ipaddress.IPv6Address | None,
+             server_id: bytes | None) -> Dhcp6Message:
+    ia = IaNa(iaid_of(ask.mac), addresses=(IaAddress(address),) if address is not None else ())
+    return Dhcp6Message(kind, state.xid, client_id=duid_ll(ask.mac), server_id=server_id, ia_na=(ia,),
+                        elapsed=min(int((now - state.started) * 100), 0xFFFF), requested_options=ASKED_OPTIONS,
+                        fqdn=ask.hostname, fqdn_flags=FQDN_NO_UPDATE)
+
+
+def release(ask: DhcpAsk, xid: int, state: Client6State) -> Dhcp6Message | None:
+    """A Release of the lease held (None: nothing held)."""
+    if state.lease is None:
+        return None
+    ia = IaNa(iaid_of(ask.mac), addresses=(IaAddress(state.lease.address),))
+    return Dhcp6Message(RELEASE, xid, client_id=duid_ll(ask.mac), server_id=state.lease.server_id, ia_na=(ia,),
+                        elapsed=0)
+
+
+def _backoff(state: Client6State) -> float:
+    return min(state.retry * 2, MAX_RETRY)
+
+
+def _restart(state: Client6State, lost: str | None) -> Client6State:
+    hint = state.lease.address if state.lease else (state.offer.address if state.offer else state.hint)
+    return Client6State(lost=lost, hint=hint, renewals=state.renewals)
+
+
+def tick(ask: DhcpAsk, state: Client6State, now: float, xid: int) -> tuple[Client6State, Dhcp6Message | None]:
+    """Advance by the clock: what to send now, if anything. `xid` (24 bits) starts a new exchange."""
+    xid &= 0xFFFFFF
+    lease = state.lease
+    if lease is not None and now >= lease.expires_at:
+        lost = f"lease of {lease.address} expired: no DHCPv6 server answered for {lease.valid - lease.t1}s after T1"
+        return tick(ask, _restart(state, lost), now, xid)
+    if state.phase is Phase.INIT:
+        fresh = replace(state, phase=Phase.SELECTING, xid=xid, started=now, next_send=now + FIRST_RETRY,
+                        retry=FIRST_RETRY, tries=1)
+        return fresh, _message(ask, fresh, SOLICIT, now, state.hint or ask.requested6, None)
+    if state.phase is not Phase.BOUND and now < state.next_send:
+        return state, None
+    if state.phase is Phase.SELECTING:
+        state = replace(state, next_send=now + _backoff(state), retry=_backoff(state), tries=state.tries + 1)
+        return state, _message(ask, state, SOLICIT, now, state.hint or ask.requested6, None)
+    if state.phase is Phase.REQUESTING:
+        assert state.offer is not None
+        if state.tries >= REQUEST_TRIES:
+            return tick(ask, _restart(state, state.lost), now, xid)
+        if state.tries == 0:  # the Request starts an exchange of its own (RFC 8415 §16.1)
+            state = replace(state, xid=xid)
+        state = replace(state, next_send=now + _backoff(state), retry=_backoff(state), tries=state.tries + 1)
+        return state, _message(ask, state, REQUEST, now, state.offer.address, state.offer.server_id)
+    assert lease is not None
+    if state.phase is Phase.BOUND:
+        if now < lease.renew_at:
+            return state, None
+        state = replace(state, phase=Phase.RENEWING, xid=xid, started=now, tries=0)
+    if state.phase is Phase.RENEWING and now >= lease.rebind_at:
+        state = replace(state, phase=Phase.REBINDING, xid=xid, started=now, tries=0)
+    end = lease.rebind_at if state.phase is Phase.RENEWING else lease.expires_at
+    state = replace(state, next_send=min(now + max((end - now) / 2, MIN_RETRY), end), tries=state.tries + 1)
+    if state.phase is Phase.RENEWING:
+        return state, _message(ask, state, RENEW, now, lease.address, lease.server_id)
+    return state, _message(ask, state, REBIND, now, lease.address, None)
+
+
+def receive(ask: DhcpAsk, state: Client6State, message: Dhcp6Message, now: float) -> Client6State:
+    """Take a server's message into account; one for another exchange or client changes nothing."""
+    if message.xid != state.xid or message.client_id != duid_ll(ask.mac) or not message.server_id:
+        return state
+    phase = state.phase
+    if phase is Phase.SELECTING and message.kind == ADVERTISE:
+        offered = usable(ask, message.ia_na)
+        if offered is None or refusal(ask, message):
+            return state  # an Advertise without an address for us: wait for another, or retransmit
+        return replace(state, phase=Phase.REQUESTING, offer=Offer6(offered[1].address, message.server_id),
+                       started=now, next_send=now, retry=FIRST_RETRY, tries=0)
+    if message.kind != REPLY or phase not in (Phase.REQUESTING, Phase.RENEWING, Phase.REBINDING):
+        return state
+    expected = state.offer.server_id if phase is Phase.REQUESTING and state.offer else (
+        state.lease.server_id if phase is Phase.RENEWING and state.lease else None)
+    if expected is not None and message.server_id != expected:
+        return state  # Request and Renew name one server; Rebind accepts any
+    granted = usable(ask, message.ia_na)
+    why = refusal(ask, message)
+    if granted is None and why is None and phase is not Phase.REQUESTING \
+            and not any(ia.iaid == iaid_of(ask.mac) for ia in message.ia_na):
+        return state  # a Reply that does not speak of our IA: keep the lease, keep asking
+    if granted is not None and why is None:
+        ia, entry = granted
+        t1, t2 = _lifetimes(IaNa(ia.iaid, ia.t1, ia.t2, (entry,)))
+        lease = Lease6(entry.address, message.server_id, now, t1, t2, entry.preferred, entry.valid)
+        return Client6State(Phase.BOUND, state.xid, lease, None, now, 0.0, FIRST_RETRY, 0, None, None,
+                            state.renewals + int(state.lease is not None))
+    held = state.lease.address if state.lease else (state.offer.address if state.offer else None)
+    return replace(_restart(state, f"the DHCPv6 server refused {held}: {why or 'no address in its Reply'}"),
+                   next_send=now)
+
+
+def next_wakeup(state: Client6State) -> float:
+    """When `tick` has something to do next."""
+    if state.phase is Phase.INIT:
+        return 0.0
+    if state.phase is Phase.BOUND and state.lease is not None:
+        return min(state.lease.renew_at, state.lease.expires_at)
+    if state.lease is not None:
+        return min(state.next_send, state.lease.expires_at)
+    return state.next_send
+
+
+def held_address6(state: Client6State) -> ipaddress.IPv6Address | None:
+    """The address this client may use now: from BOUND until the valid lifetime ends."""
+    return state.lease.address if state.lease is not None else None
