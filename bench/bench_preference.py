@@ -7,7 +7,12 @@
    F seconds for D seconds while the other node holds the Lease: VIP moves and handovers per minute, with
    a hold-down longer than F and with one much shorter (what the hysteresis prevents).
 
+3. With --mode arp: the handover gap of 1. in ARP mode (the VIP as an address on each node's eth0, as
+   tests/e2e/test_arp_mode.py reads it; gratuitous ARP every --arp-rate ms), to hold against the issue's
+   "never by two, never by none for longer than one announce interval".
+
 Run as root: python3 bench/bench_preference.py [--trials 20] [--holddown 3] [--flap 1.5] [--flap-seconds 60]
+             python3 bench/bench_preference.py --mode arp [--trials 20] [--arp-rate 3000]
 """
 
 from __future__ import annotations
@@ -31,9 +36,22 @@ NODES = ("node-a", "node-b")
 VIP = "10.96.7.1"
 RESULTS = Path(__file__).resolve().parent / "results"
 TIMING = {"vip_leaseduration": "3", "vip_renewdeadline": "2", "vip_retryperiod": "0.5", "svc_election": "true"}
+ARP = {"vip_routingtable": "false", "vip_arp": "true", "vip_interface": "eth0"}
+MODE = {"arp": False}  # set by --mode arp: where has_vip looks
+
+
+async def has_vip_arp(lab: LabCluster, node: str) -> bool:
+    process = await asyncio.create_subprocess_exec(
+        "ip", "-n", lab.node(node).netns, "-j", "-4", "addr", "show", "dev", "eth0",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    out, _ = await process.communicate()
+    return process.returncode == 0 and any(
+        a.get("local") == VIP for link in json.loads(out or b"[]") for a in link.get("addr_info", ()))
 
 
 async def has_vip(lab: LabCluster, node: str) -> bool:
+    if MODE["arp"]:
+        return await has_vip_arp(lab, node)
     process = await asyncio.create_subprocess_exec(
         "ip", "-n", lab.node(node).netns, "-j", "-4", "route", "show", "table", "198", "proto", "248",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
@@ -76,10 +94,10 @@ async def start(lab: LabCluster, holddown: float) -> None:
         lab.start_agent(name, env={"kvip_preference_holddown": str(holddown)})
 
 
-async def handover_gaps(trials: int, holddown: float) -> dict[str, float | int]:
+async def handover_gaps(trials: int, holddown: float, env: dict[str, str] | None = None) -> dict[str, float | int]:
     gaps, overlaps, took = [], [], []
     with tempfile.TemporaryDirectory() as workdir:
-        async with LabCluster(NODES, workdir=Path(workdir), resync_period=30.0, agent_env=TIMING) as lab:
+        async with LabCluster(NODES, workdir=Path(workdir), resync_period=30.0, agent_env={**TIMING, **(env or {})}) as lab:
             label(lab, "node-b", {"zone": "a"})
             await start(lab, holddown)
             await until_holder(lab, "node-b", 20)
@@ -130,7 +148,17 @@ async def main() -> None:
     parser.add_argument("--holddown", type=float, default=3.0)
     parser.add_argument("--flap", type=float, default=1.5)
     parser.add_argument("--flap-seconds", type=float, default=60.0)
+    parser.add_argument("--mode", choices=("table", "arp"), default="table")
+    parser.add_argument("--arp-rate", type=int, default=3000, help="vip_arpRate, ms (kube-vip's default 3000)")
     args = parser.parse_args()
+    if args.mode == "arp":
+        MODE["arp"] = True
+        arp = await handover_gaps(args.trials, args.holddown, {**ARP, "vip_arpRate": str(args.arp_rate)})
+        arp = {**arp, "arp_announce_interval_ms": args.arp_rate}
+        print(json.dumps(arp, indent=2))
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "preference_arp.json").write_text(json.dumps(arp, indent=2) + "\n")
+        return
     result = {"handover": await handover_gaps(args.trials, args.holddown),
               "flapping": await flapping(args.flap_seconds, args.holddown, args.flap),
               "flapping_without_hysteresis": await flapping(args.flap_seconds, 0.1, args.flap)}

@@ -9,50 +9,21 @@ and the expiry story waits out 120 s (it alone takes ~2.5 minutes)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import subprocess
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from dhcp_lab import NODES, dhcp_lab, holder_of, ingress, service, until
 
 from kvip.lab.cluster import LabCluster
 from kvip.lab.dnsmasq import Dnsmasq, LeaseRow
-from kvip.lab.objects import Endpoint, endpoint_slice, load_balancer_service
+from kvip.lab.objects import load_balancer_service
 
 pytestmark = pytest.mark.root
 
-NODES = ("node-a", "node-b")
 HOSTNAME = "web-dhcp"
-ENV = {"vip_routingtable": "false", "vip_arp": "true", "vip_interface": "eth0", "svc_election": "true",
-       "vip_arpRate": "300", "vip_leaseduration": "3", "vip_renewdeadline": "2", "vip_retryperiod": "0.5"}
-
-
-async def until(what: str, check: Callable[[], Any], timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.2)
-
-
-def holder_of(lab: LabCluster, address: str) -> str | None:
-    """The node with `address` on a vip-* macvlan (and only one)."""
-    found = []
-    for node in NODES:
-        links = json.loads(subprocess.run(["ip", "-n", lab.node(node).netns, "-j", "addr", "show"],
-                                          capture_output=True, text=True, check=True).stdout)
-        found += [(node, link["ifname"]) for link in links for a in link.get("addr_info", ())
-                  if a["local"] == address]
-    assert len(found) <= 1, f"{address} held twice: {found}"
-    if found:
-        assert found[0][1].startswith("vip-"), f"{address} is not on a macvlan: {found}"
-    return found[0][0] if found else None
 
 
 def our_lease(dhcp: Dnsmasq) -> LeaseRow | None:
@@ -61,23 +32,10 @@ def our_lease(dhcp: Dnsmasq) -> LeaseRow | None:
 
 @pytest.fixture
 async def lab(tmp_path: Path) -> AsyncIterator[tuple[LabCluster, Dnsmasq]]:
-    async with LabCluster(NODES, workdir=tmp_path, resync_period=5.0, agent_env=ENV) as cluster:
-        assert cluster.topology is not None
-        dhcp = Dnsmasq(cluster.topology.router_netns, tmp_path / "dnsmasq", t1=3, t2=5)
-        dhcp.start()
-        cluster.api.create(load_balancer_service("web", vips=["0.0.0.0"], via="spec", external_traffic_policy="Cluster",
-                                                 annotations={"kube-vip.io/loadbalancerHostname": HOSTNAME}))
-        cluster.api.create(endpoint_slice("web", [Endpoint("10.244.1.1", "node-b")], port=80))
-        for name in NODES:
-            cluster.start_agent(name)
-        try:
-            yield cluster, dhcp
-        finally:
-            dhcp.stop()
-
-
-def service(lab: LabCluster) -> dict[str, Any]:
-    return lab.api.get("services", "web", "default")
+    web = load_balancer_service("web", vips=["0.0.0.0"], via="spec", external_traffic_policy="Cluster",
+                                annotations={"kube-vip.io/loadbalancerHostname": HOSTNAME})
+    async with dhcp_lab(tmp_path, (web,), t1=3, t2=5) as running:
+        yield running
 
 
 async def leased_and_advertised(lab: LabCluster, dhcp: Dnsmasq) -> tuple[LeaseRow, str]:
@@ -93,8 +51,7 @@ async def test_leased_advertised_renewed_kept_by_the_next_leader_and_released_on
     row, leader = await leased_and_advertised(cluster, dhcp)
     address = str(row.address)
     # status and kube-vip's annotations say what was leased, with which MAC
-    await until("status ingress", lambda: [i.get("ip") for i in service(cluster)["status"]["loadBalancer"]
-                                           .get("ingress", [])] == [address], 10)
+    await until("status ingress", lambda: ingress(cluster) == [address], 10)
     notes = await until("annotations", lambda: service(cluster)["metadata"]["annotations"]
                         if "kube-vip.io/requestedIP" in service(cluster)["metadata"]["annotations"] else None, 10)
     assert notes["kube-vip.io/requestedIP"] == address and notes["kube-vip.io/hwaddr"] == row.mac
@@ -115,7 +72,7 @@ async def test_leased_advertised_renewed_kept_by_the_next_leader_and_released_on
     other = next(n for n in NODES if n != leader)
     await until("the address on the other node", lambda: holder_of(cluster, address) == other, 15)
     assert our_lease(dhcp) is not None and our_lease(dhcp).address == row.address  # type: ignore[union-attr]
-    assert [i.get("ip") for i in service(cluster)["status"]["loadBalancer"]["ingress"]] == [address]
+    assert ingress(cluster) == [address]
 
     # deleted: DHCPRELEASE reaches the server, the macvlan and the address go
     cluster.api.delete("services", "web", "default")

@@ -9,58 +9,32 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import json
 import subprocess
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from dhcp_lab import (
+    NODES,
+    dhcp_lab,
+    dhcp_rows,
+    held_on,
+    holder_of,
+    ingress,
+    service,
+    until,
+)
 
 from kvip.core.dhcp import derived_mac
 from kvip.core.dhcp6 import duid_ll
 from kvip.lab.cluster import LabCluster
 from kvip.lab.dnsmasq import Dnsmasq, Lease6Row
-from kvip.lab.objects import Endpoint, endpoint_slice, load_balancer_service
+from kvip.lab.objects import load_balancer_service
 
 pytestmark = pytest.mark.root
 
-NODES = ("node-a", "node-b")
 HOSTNAME = "web-dhcp6"
 FIRST, LAST = "fd00:251::100", "fd00:251::1ff"
-ENV = {"vip_routingtable": "false", "vip_arp": "true", "vip_interface": "eth0", "svc_election": "true",
-       "vip_arpRate": "300", "vip_leaseduration": "3", "vip_renewdeadline": "2", "vip_retryperiod": "0.5"}
-
-
-async def until(what: str, check: Callable[[], Any], timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.2)
-
-
-def holder_of(lab: LabCluster, address: str) -> str | None:
-    """The node with `address` on a vip-* macvlan (and only one)."""
-    found = held_on(lab, address)
-    return found[0] if found else None
-
-
-def held_on(lab: LabCluster, address: str) -> tuple[str, str] | None:
-    """(node, link) holding `address` on a vip-* macvlan (and only one)."""
-    found = []
-    for node in NODES:
-        links = json.loads(subprocess.run(["ip", "-n", lab.node(node).netns, "-j", "addr", "show"],
-                                          capture_output=True, text=True, check=True).stdout)
-        found += [(node, link["ifname"]) for link in links for a in link.get("addr_info", ())
-                  if a["local"] == address]
-    assert len(found) <= 1, f"{address} held twice: {found}"
-    if found:
-        assert found[0][1].startswith("vip-"), f"{address} is not on a macvlan: {found}"
-    return found[0] if found else None
 
 
 def our_lease(dhcp: Dnsmasq) -> Lease6Row | None:
@@ -69,30 +43,13 @@ def our_lease(dhcp: Dnsmasq) -> Lease6Row | None:
 
 @pytest.fixture
 async def lab(tmp_path: Path) -> AsyncIterator[tuple[LabCluster, Dnsmasq]]:
-    async with LabCluster(NODES, workdir=tmp_path, resync_period=5.0, agent_env=ENV) as cluster:
-        assert cluster.topology is not None
-        dhcp = Dnsmasq(cluster.topology.router_netns, tmp_path / "dnsmasq", first6=FIRST, last6=LAST)
-        dhcp.start()
-        cluster.api.create(endpoint_slice("web", [Endpoint("10.244.1.1", "node-b")], port=80))
-        for name in NODES:
-            cluster.start_agent(name)
-        try:
-            yield cluster, dhcp
-        finally:
-            dhcp.stop()
-
-
-def service(lab: LabCluster) -> dict[str, Any]:
-    return lab.api.get("services", "web", "default")
+    async with dhcp_lab(tmp_path, first6=FIRST, last6=LAST) as running:
+        yield running
 
 
 def create(lab: LabCluster, vips: str) -> None:
     lab.api.create(load_balancer_service("web", vips=vips.split(","), via="annotation", external_traffic_policy="Cluster",
                                          annotations={"kube-vip.io/loadbalancerHostname": HOSTNAME}))
-
-
-def ingress(lab: LabCluster) -> list[str]:
-    return [i.get("ip") for i in service(lab)["status"]["loadBalancer"].get("ingress", [])]
 
 
 async def test_a_v6_lease_is_advertised_written_kept_by_the_next_leader_and_released_on_delete(
@@ -145,3 +102,10 @@ async def test_a_dual_stack_request_leases_both_families_on_one_macvlan(lab: tup
     await until("requestedIP with both", lambda: service(cluster)["metadata"]["annotations"]
                 .get("kube-vip.io/requestedIP") == f"{v4.address},{v6.address}", 10)
     await until("both in status", lambda: sorted(ingress(cluster)) == sorted([str(v4.address), str(v6.address)]), 10)
+    # `kvip status` on the leader: a row per family, each with its lease's timers and its server
+    rows = {row["address"]: row for row in dhcp_rows(cluster, on[0][0])}
+    assert set(rows) == {str(v4.address), str(v6.address)}, rows
+    for row in rows.values():
+        assert row["state"] == "bound" and 0 < row["renewsInSeconds"] < row["expiresInSeconds"] <= 120, row
+    assert ipaddress.ip_address(rows[str(v4.address)]["server"]).version == 4
+    assert len(bytes.fromhex(rows[str(v6.address)]["server"].replace(":", ""))) >= 4  # the server's DUID

@@ -160,10 +160,10 @@ class FakeRunner:
     """The DHCP runner's two read-only views, set by the test."""
 
     def __init__(self) -> None:
-        self.running: dict[ServiceKey, tuple[DhcpAsk, ClientState]] = {}
+        self.running: dict[tuple[ServiceKey, int], tuple[DhcpAsk, ClientState]] = {}
         self.held: dict[ServiceKey, DhcpLease] = {}
 
-    def clients(self) -> dict[ServiceKey, tuple[DhcpAsk, ClientState]]:
+    def clients(self) -> dict[tuple[ServiceKey, int], tuple[DhcpAsk, ClientState]]:
         return dict(self.running)
 
     def leases(self) -> dict[ServiceKey, DhcpLease]:
@@ -186,18 +186,18 @@ async def test_dhcp_leases_renewals_and_losses_are_counted_and_a_pending_service
     metrics = AgentMetrics("n1", lambda: ())
     report = DataplaneReport(runner, metrics, None, 30.0)  # type: ignore[arg-type]
     for renewals in (0, 1, 2):  # bound, then renewed twice
-        runner.running[web] = (ask, bound_state(renewals))
+        runner.running[(web, 4)] = (ask, bound_state(renewals))
         runner.held[web] = DhcpLease(ipaddress.ip_address("10.250.200.11"), "vip-web")
         report.observe(a_pass())
     assert metric_of(metrics, 'kvip_dhcp_leases{state="bound"}') == 1
     assert metric_of(metrics, "kvip_dhcp_renewals_total") == 2
-    assert report.sections()["dhcp"][0] | {"expiresInSeconds": None} == {
+    assert report.sections()["dhcp"][0] | {"expiresInSeconds": None, "renewsInSeconds": None} == {
         "service": "default/web", "interface": "vip-web", "mac": "02:00:00:00:00:01", "address": "10.250.200.11",
-        "state": "bound", "expiresInSeconds": None, "server": "10.250.0.1", "renewals": 2, "lost": None}
+        "state": "bound", "renewsInSeconds": None, "expiresInSeconds": None, "server": "10.250.0.1", "renewals": 2, "lost": None}
 
     # The server stays away past the lease: the address is lost, counted once, and the Service is drift.
     lost = "lease of 10.250.200.11 expired: no DHCP server answered for 60s after T1"
-    runner.running[web] = (ask, ClientState(Phase.SELECTING, lost=lost, renewals=2))
+    runner.running[(web, 4)] = (ask, ClientState(Phase.SELECTING, lost=lost, renewals=2))
     runner.held[web] = DhcpLease(None, "vip-web", lost)
     report.observe(a_pass(pending=(web,)))
     report.observe(a_pass(pending=(web,)))

@@ -48,18 +48,16 @@ def rule(service: ServiceKey, vip: str, pod: str) -> EgressRule:
 def test_a_bound_lease_shows_its_interface_mac_address_server_and_time_left() -> None:
     row = lease_view(WEB, ASK, bound(at=100.0, renewals=2), now=150.0)
     assert row == LeaseView(WEB, "vip-12345678", "02:00:00:00:00:01", "10.250.200.11", "bound", 70.0,
-                            "10.250.0.1", 2, None)
+                            "10.250.0.1", 2, None, renew_in=10.0)
     waiting = lease_view(WEB, ASK, ClientState(Phase.SELECTING, lost="the DHCP server refused 10.1.1.1 (DHCPNAK)"), 1)
     assert (waiting.address, waiting.state, waiting.expires_in, waiting.lost) == (
         None, "selecting", None, "the DHCP server refused 10.1.1.1 (DHCPNAK)")
     assert lease_view(WEB, ASK, bound(at=0.0), now=500.0).expires_in == 0.0  # never negative
 
 
-def test_a_service_without_a_dhcpv4_client_shows_why_or_its_dhcpv6_address() -> None:
+def test_a_service_without_a_client_shows_why() -> None:
     failed = other_view(WEB, DhcpLease(None, "", "no DHCP client: no such interface"))
     assert (failed.state, failed.address, failed.lost) == ("no-client", None, "no DHCP client: no such interface")
-    v6 = other_view(WEB, DhcpLease(None, "vip-1", None, IP("2001:db8::5")))
-    assert (v6.state, v6.interface, v6.address) == ("dhcpv6", "vip-1", "2001:db8::5")
 
 
 def test_egress_rules_are_grouped_by_service_and_vip_with_their_pods() -> None:

@@ -4,21 +4,13 @@ from __future__ import annotations
 
 import ipaddress
 
-from kvip.core.decide import DecideConfig, decide
-from kvip.core.dhcp import DhcpLease, dhcp_ask, lease_annotations
-from kvip.core.model import (
-    ClusterSnapshot,
-    ElectionMode,
-    EndpointView,
-    Leadership,
-    ServiceKey,
-    ServiceView,
-)
+from dhcp_scenes import CONFIG, KEY, LED, with_endpoint
 
-KEY = ServiceKey("default", "web")
+from kvip.core.decide import decide
+from kvip.core.dhcp import DhcpLease, dhcp_ask, lease_annotations
+from kvip.core.model import ServiceView
+
 V4, V6 = ipaddress.IPv4Address("192.0.2.7"), ipaddress.IPv6Address("2001:db8::5")
-CONFIG = DecideConfig("node-a", election=ElectionMode.SERVICE)
-LED = Leadership(led_services=frozenset({KEY}))
 
 
 def svc(ips: str = "::", **annotations: str) -> ServiceView:
@@ -57,7 +49,7 @@ def test_the_annotations_written_back_list_the_v4_lease_then_the_v6_one() -> Non
 
 
 def test_a_led_v6_service_waits_for_its_lease_then_is_advertised_on_its_macvlan() -> None:
-    snapshot = ClusterSnapshot({KEY: svc()}, {KEY: (EndpointView(("10.244.0.5",), "node-b"),)})
+    snapshot = with_endpoint(svc())
     waiting = decide(CONFIG, snapshot, LED)
     assert waiting.decisions[KEY].reason == "dhcp-pending" and not waiting.advertisements
     assert not waiting.problems
@@ -67,7 +59,7 @@ def test_a_led_v6_service_waits_for_its_lease_then_is_advertised_on_its_macvlan(
 
 
 def test_a_dual_service_advertises_each_lease_as_it_comes() -> None:
-    snapshot = ClusterSnapshot({KEY: svc("0.0.0.0,::")}, {KEY: (EndpointView(("10.244.0.5",), "node-b"),)})
+    snapshot = with_endpoint(svc("0.0.0.0,::"))
     half = decide(CONFIG, snapshot, LED, dhcp={KEY: DhcpLease(V4, "vip-01234567")})
     assert half.decisions[KEY].vips == (V4,)
     both = decide(CONFIG, snapshot, LED, dhcp={KEY: DhcpLease(V4, "vip-01234567", address6=V6)})

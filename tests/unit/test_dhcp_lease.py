@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ipaddress
 
+from dhcp_scenes import CONFIG, KEY, LED, with_endpoint
+
 from kvip.core.decide import DecideConfig, decide
 from kvip.core.dhcp import (
     ACK,
@@ -21,7 +23,6 @@ from kvip.core.dhcp import (
 from kvip.core.dhcp_lease import ClientState, Phase, next_wakeup, receive, release, tick
 from kvip.core.model import (
     ClusterSnapshot,
-    ElectionMode,
     EndpointView,
     Leadership,
     ServiceKey,
@@ -117,11 +118,8 @@ def test_release_names_the_leased_address_and_server() -> None:
 
 # -- decide() with DHCP ----------------------------------------------------------------------
 
-KEY = ServiceKey("default", "web")
-CONFIG = DecideConfig("node-a", election=ElectionMode.SERVICE)
 SERVICE = ServiceView(KEY, uid="0123456789abcdef", load_balancer_ip="0.0.0.0")
-SNAPSHOT = ClusterSnapshot({KEY: SERVICE}, {KEY: (EndpointView(("10.244.0.5",), "node-b"),)})
-LED = Leadership(led_services=frozenset({KEY}))
+SNAPSHOT = with_endpoint(SERVICE)
 
 
 def test_a_led_dhcp_service_waits_for_its_lease_then_is_advertised_on_its_macvlan() -> None:

@@ -25,8 +25,8 @@ def decided(advertised: bool, reason: str = "") -> Any:
     return SimpleNamespace(advertised=advertised, reason=reason)
 
 
-def result(decisions: dict[ServiceKey, Any]) -> Any:
-    return SimpleNamespace(desired=SimpleNamespace(decisions=MappingProxyType(decisions)))
+def result(decisions: dict[ServiceKey, Any], changed: frozenset[ServiceKey] | None = None) -> Any:
+    return SimpleNamespace(desired=SimpleNamespace(decisions=MappingProxyType(decisions)), changed_services=changed)
 
 
 class Cluster:
@@ -96,3 +96,17 @@ async def test_a_service_no_longer_led_here_is_no_longer_wanted(cluster: Cluster
     assert dhcp._wanted == {}
     dhcp.observe(result({PLAIN: decided(True)}))  # and gone from the decisions altogether: still not wanted
     assert dhcp._wanted == {}
+
+
+async def test_the_reconcilers_list_of_changed_decisions_is_trusted_instead_of_comparing_again(
+        cluster: Cluster, asked: list[ServiceKey], monkeypatch: pytest.MonkeyPatch) -> None:
+    dhcp = runner(cluster)
+    dhcp.observe(result({DHCP: decided(False, DHCP_PENDING), PLAIN: decided(True)}))
+    asked.clear()
+    compared: list[Any] = []
+    real = runner_module.changed_keys
+    monkeypatch.setattr(runner_module, "changed_keys", lambda old, new: compared.append(new) or real(old, new))
+    decisions = {DHCP: decided(False, DHCP_PENDING), PLAIN: decided(False, "not-leader")}
+    dhcp.observe(result(decisions, changed=frozenset({DHCP})))
+    assert asked == [DHCP] and set(dhcp._wanted or {}) == {DHCP}
+    assert all(new is not dhcp._decisions for new in compared)  # only the views were compared

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import copy
 import re
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 
-import pytest
-from lightkube import AsyncClient, KubeConfig
+from lightkube import AsyncClient
+from standin_electors import FakeClock, WriteLandsFirst, running, standin_fixtures
 
 from kvip.core.model import ServiceKey
 from kvip.kube.election import (
@@ -20,7 +18,7 @@ from kvip.kube.election import (
     micro_time,
     service_lease_key,
 )
-from kvip.lab.apiserver import StandIn, serving
+from kvip.lab.apiserver import StandIn
 
 FAST = LeaseTiming(lease_duration=1.5, renew_deadline=1.0, retry_period=0.2)
 KEY = LeaseKey("kube-system", "plndr-svcs-lock")
@@ -28,43 +26,7 @@ LEASE_VERBS = ("get", "list", "create", "update", "patch")
 TOKENS = {"token-a": "node-a", "token-b": "node-b"}
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-async def api() -> AsyncIterator[StandIn]:
-    async with serving(tokens=TOKENS) as standin:
-        yield standin
-
-
-@pytest.fixture
-async def clients(api: StandIn) -> AsyncIterator[Callable[[str], AsyncClient]]:
-    made: list[AsyncClient] = []
-
-    def client_for(node: str) -> AsyncClient:
-        token = next(t for t, user in TOKENS.items() if user == node)
-        made.append(AsyncClient(config=KubeConfig.from_dict(api.kubeconfig(token=token))))
-        return made[-1]
-
-    yield client_for
-    for client in made:
-        await client.close()
-
-
-@asynccontextmanager
-async def running(*electors: LeaseElector) -> AsyncIterator[None]:
-    tasks = [asyncio.create_task(e.run()) for e in electors]
-    try:
-        yield
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+api, clients = standin_fixtures(TOKENS)  # the stand-in, and a client per node speaking with its token
 
 
 async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> float:
@@ -239,30 +201,13 @@ async def test_one_failed_renewal_does_not_drop_leadership_before_the_deadline(
     assert a.held() == {KEY}
 
 
-class RivalWritesFirst:
-    """Our client, except that a rival's takeover reaches the server between our read and our PUT:
-    the real race, made deterministic."""
+class RivalWritesFirst(WriteLandsFirst):
+    """Our client, except that a rival's takeover reaches the server between our read and our PUT."""
 
-    def __init__(self, client: AsyncClient, api: StandIn) -> None:
-        self._client, self._api = client, api
-        self.armed = False
+    key = KEY
 
-    def list(self, *args: Any, **kwargs: Any) -> Any:
-        return self._client.list(*args, **kwargs)
-
-    async def create(self, *args: Any, **kwargs: Any) -> Any:
-        return await self._client.create(*args, **kwargs)
-
-    async def get(self, *args: Any, **kwargs: Any) -> Any:
-        return await self._client.get(*args, **kwargs)
-
-    async def replace(self, obj: Any, **kwargs: Any) -> Any:
-        if self.armed:
-            self.armed = False
-            current = copy.deepcopy(self._api.get("leases", KEY.name, KEY.namespace))
-            current["spec"].update(holderIdentity="node-z", renewTime=micro_time(), leaseDurationSeconds=1)
-            self._api.replace(current)
-        return await self._client.replace(obj, **kwargs)
+    def edit(self, lease: dict[str, Any]) -> None:
+        lease["spec"].update(holderIdentity="node-z", renewTime=micro_time(), leaseDurationSeconds=1)
 
 
 async def test_a_renewal_that_loses_a_race_drops_the_lease_and_waits_out_the_winners_term(

@@ -5,18 +5,17 @@ whose readiness flaps never asks; the VIP of a simulated dataplane is never on t
 from __future__ import annotations
 
 import asyncio
-import copy
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-import pytest
-from lightkube import AsyncClient, KubeConfig
+from lightkube import AsyncClient
+from standin_electors import FakeClock, WriteLandsFirst, standin_fixtures
 
 from kvip.core.preference import HANDOVER_TO_ANNOTATION, HOLDER_SCORE_ANNOTATION, Rank
 from kvip.kube.election import LeaseElector, LeaseKey, LeaseTiming
-from kvip.lab.apiserver import StandIn, serving
+from kvip.lab.apiserver import StandIn
 
 FAST = LeaseTiming(lease_duration=1.5, renew_deadline=1.0, retry_period=0.2)
 HOLDDOWN = 0.6
@@ -25,32 +24,7 @@ TOKENS = {"token-a": "node-a", "token-b": "node-b", "token-c": "node-c"}
 PREFERRED, PLAIN = Rank(100, 100), Rank(0, 100)
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-async def api() -> AsyncIterator[StandIn]:
-    async with serving(tokens=TOKENS) as standin:
-        yield standin
-
-
-@pytest.fixture
-async def clients(api: StandIn) -> AsyncIterator[Callable[[str], AsyncClient]]:
-    made: list[AsyncClient] = []
-
-    def client_for(node: str) -> AsyncClient:
-        token = next(t for t, user in TOKENS.items() if user == node)
-        made.append(AsyncClient(config=KubeConfig.from_dict(api.kubeconfig(token=token))))
-        return made[-1]
-
-    yield client_for
-    for client in made:
-        await client.close()
+api, clients = standin_fixtures(TOKENS)  # the stand-in, and a client per node speaking with its token
 
 
 def lease(api: StandIn) -> dict:  # type: ignore[type-arg]
@@ -186,29 +160,13 @@ async def test_during_a_live_handover_the_vip_is_never_on_two_nodes_and_off_only
     assert gap < 0.3 + FAST.retry_period + 0.5, f"off for {gap:.2f}s"  # withdraw + one poll + renew, generous
 
 
-class RequestLandsFirst:
+class RequestLandsFirst(WriteLandsFirst):
     """The holder's client, except that a handover request reaches the server between its read and its PUT."""
 
-    def __init__(self, client: AsyncClient, api: StandIn) -> None:
-        self._client, self._api = client, api
-        self.armed = False
+    key = KEY
 
-    def list(self, *args: Any, **kwargs: Any) -> Any:
-        return self._client.list(*args, **kwargs)
-
-    async def get(self, *args: Any, **kwargs: Any) -> Any:
-        return await self._client.get(*args, **kwargs)
-
-    async def create(self, *args: Any, **kwargs: Any) -> Any:
-        return await self._client.create(*args, **kwargs)
-
-    async def replace(self, obj: Any, **kwargs: Any) -> Any:
-        if self.armed:
-            self.armed = False
-            current = copy.deepcopy(lease(self._api))
-            current["metadata"].setdefault("annotations", {})[HANDOVER_TO_ANNOTATION] = "node-a"
-            self._api.replace(current)
-        return await self._client.replace(obj, **kwargs)
+    def edit(self, lease: dict[str, Any]) -> None:
+        lease["metadata"].setdefault("annotations", {})[HANDOVER_TO_ANNOTATION] = "node-a"
 
 
 async def test_a_request_that_lands_between_the_holders_read_and_its_renewal_does_not_cost_it_the_lease(

@@ -1,4 +1,5 @@
-"""Per-service leaders spread evenly over the nodes (issue #20): `spread_delay` and electors in a burst."""
+"""Per-service leaders spread evenly over the nodes (issue #20): `spread_delay` and electors in a burst,
+`takeover_delay` and electors after a failover."""
 
 from __future__ import annotations
 
@@ -10,7 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from lightkube import AsyncClient, KubeConfig
 
-from kvip.core.election_rules import LeaseKey, LeaseTiming, spread_delay
+from kvip.core.election_rules import (
+    LeaseKey,
+    LeaseRecord,
+    LeaseTiming,
+    Step,
+    next_step,
+    spread_delay,
+    takeover_delay,
+)
 from kvip.core.model import ServiceKey
 from kvip.kube.election import LeaseElector, service_lease_key
 from kvip.lab.apiserver import StandIn, serving
@@ -127,3 +136,96 @@ async def test_five_electors_split_200_new_services_evenly(api: StandIn) -> None
         for client in clients:
             await client.close()
     assert counts[-1] / counts[0] <= 1.5, counts
+
+
+# -- after a failover: taking over released or expired leases (takeover_delay) -----------------------
+
+
+def test_a_node_within_its_even_share_takes_a_free_lease_at_once() -> None:
+    # 9 live nodes, 1,000 leases: an even share is 111.1, so up to 112 each.
+    others = {n: 100 for n in NODES[2:]}
+    assert takeover_delay(TIMING, held=100, others=others, wanted=1000) == 0.0
+    assert takeover_delay(TIMING, held=111, others=others, wanted=1000) == 0.0
+
+
+def test_a_node_over_its_even_share_waits_past_its_next_cycle_so_the_others_go_first() -> None:
+    others = {n: 100 for n in NODES[2:]}
+    just_over = takeover_delay(TIMING, held=112, others=others, wanted=1000)
+    far_over = takeover_delay(TIMING, held=300, others=others, wanted=1000)
+    assert 1.1 * TIMING.retry_period <= just_over < far_over <= 1.9 * TIMING.retry_period
+
+
+@settings(max_examples=500)
+@given(held=st.integers(0, 5000), others=st.dictionaries(st.sampled_from(NODES), st.integers(1, 5000), max_size=10),
+       wanted=st.integers(1, 10_000))
+def test_the_takeover_delay_is_under_two_periods_and_grows_with_the_load(
+        held: int, others: dict[str, int], wanted: int) -> None:
+    delay = takeover_delay(TIMING, held=held, others=others, wanted=wanted)
+    assert 0.0 <= delay <= 1.9 * TIMING.retry_period
+    assert takeover_delay(TIMING, held=held + 1, others=others, wanted=wanted) >= delay
+    assert (delay == 0.0) == (held + 1 <= max(1, -(-wanted // (len(others) + 1))))
+
+
+def test_an_expired_lease_is_taken_over_after_its_duration_plus_the_takeover_delay() -> None:
+    record = LeaseRecord(changed_at=100.0, exists=True, holder="node-dead", renew_time="t", lease_seconds=15)
+    at = 100.0 + TIMING.lease_duration
+    assert next_step(record, identity="node-1", timing=TIMING, now=at, spread=0.0) is Step.ACQUIRE
+    assert next_step(record, identity="node-1", timing=TIMING, now=at, spread=0.0, takeover=2.0) is Step.WAIT
+    assert next_step(record, identity="node-1", timing=TIMING, now=at + 2.0, spread=0.0, takeover=2.0) is Step.ACQUIRE
+
+
+def test_a_released_lease_is_taken_over_after_the_takeover_delay() -> None:
+    record = LeaseRecord(changed_at=100.0, exists=True, holder=None, renew_time="t", lease_seconds=1)
+    assert next_step(record, identity="node-1", timing=TIMING, now=100.0, spread=0.0) is Step.ACQUIRE
+    assert next_step(record, identity="node-1", timing=TIMING, now=101.9, spread=0.0, takeover=2.0) is Step.WAIT
+    assert next_step(record, identity="node-1", timing=TIMING, now=102.0, spread=0.0, takeover=2.0) is Step.ACQUIRE
+
+
+@pytest.mark.parametrize("clean", [False, True], ids=["crash", "clean-stop"])
+async def test_after_a_node_stops_its_leases_spread_over_the_survivors(api: StandIn, clean: bool) -> None:
+    """5 nodes lead 100 Services, node-0 stops (crashes: its 20 leases expire; or releases them): the
+    4 survivors end with 25 each, give or take (taking over at once, the node whose cycle first saw
+    them free took all 20: 40 vs 20)."""
+    timing = LeaseTiming(lease_duration=1.875, renew_deadline=1.25, retry_period=0.25)
+    clients = [AsyncClient(config=KubeConfig.from_dict(api.kubeconfig())) for _ in range(5)]
+    electors = [LeaseElector(c, identity=f"node-{i}", timing=timing, on_change=lambda: None)
+                for i, c in enumerate(clients)]
+    keys = [service_lease_key(ServiceKey("default", f"svc-{i:03d}")) for i in range(100)]
+    for elector in electors:
+        elector.want(keys)
+    tasks = [asyncio.create_task(e.run()) for e in electors]
+
+    async def all_held(among: list[LeaseElector]) -> None:
+        async with asyncio.timeout(30):
+            while sum(len(e.held()) for e in among) < len(keys):
+                await asyncio.sleep(0.02)
+    try:
+        await all_held(electors)
+        await asyncio.sleep(2 * timing.retry_period)
+        tasks[0].cancel()
+        await asyncio.gather(tasks[0], return_exceptions=True)
+        if clean:
+            await electors[0].release_all()
+        await all_held(electors[1:])
+        counts = sorted(len(e.held()) for e in electors[1:])
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for client in clients:
+            await client.close()
+    assert counts[-1] / counts[0] <= 1.45, counts
+
+
+def test_ranking_among_a_thousand_contenders_hashes_only_this_node(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 10,000 new Services on 1,000 nodes: hashing every contender for every Lease cost seconds per cycle.
+    import kvip.core.election_rules as rules
+
+    calls: list[str] = []
+    real = rules._score
+    monkeypatch.setattr(rules, "_score", lambda identity, key: calls.append(identity) or real(identity, key))
+    others = {f"node-{i:04d}": 10 for i in range(1000)}
+    delay = rules.spread_delay("node-x", LeaseKey("default", "kubevip-web"), LeaseTiming(), held=10,
+                               others=others, wanted=30_000)
+    assert calls == ["node-x"]
+    assert 0 <= delay <= (rules.RANK_START + rules.RANK_SPAN) * LeaseTiming().retry_period

@@ -87,3 +87,29 @@ async def test_a_service_advertised_again_is_compared_again() -> None:
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_the_reconcilers_changed_decisions_are_used_without_comparing_the_decisions_again(
+        monkeypatch: Any) -> None:
+    import kvip.kube.status_writer as module
+
+    compared_maps: list[int] = []
+    real = module.changed_keys
+    monkeypatch.setattr(module, "changed_keys", lambda old, new: compared_maps.append(id(new)) or real(old, new))
+    api = Api()
+    writer = ServiceStatusWriter(api)  # type: ignore[arg-type]
+    task = asyncio.create_task(writer.run())
+    try:
+        decisions = {k: decision(k, vip(i)) for i, k in enumerate(KEYS)}
+        services = {k: ServiceView(k, ingress_ips=(vip(i),)) for i, k in enumerate(KEYS)}
+        writer.report(DesiredState({}, decisions), services)
+        # Every decision is a new (equal) object, but the reconciler says only svc-5 changed: one comparison.
+        rebuilt = {k: decision(k, vip(i)) for i, k in enumerate(KEYS)} | {KEYS[5]: decision(KEYS[5], "10.97.0.5")}
+        compared_maps.clear()
+        writer.report(DesiredState({}, rebuilt), services, changed=frozenset({KEYS[5]}))
+        await settle()
+        assert writer.compared == 1 and api.writes == [("svc-5", ("10.97.0.5",))]
+        assert compared_maps == [id(services)]  # the views only: the decisions were compared by the reconciler
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

@@ -7,6 +7,9 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
+from kvip.agent.metrics import HandoverCollector
 from kvip.config.agent import AgentConfig, Mode
 from kvip.dataplane.base import Dataplane
 from kvip.kube.election import LeaseElector
@@ -27,16 +30,21 @@ def default_backends(config: AgentConfig, on_conflict: Callable[[Any, str], None
 
 
 def service_elector(config: AgentConfig, client: Any, on_change: Callable[[], None],
-                    last_pass: Callable[[], ReconcileResult | None]) -> LeaseElector:
+                    last_pass: Callable[[], ReconcileResult | None],
+                    registry: CollectorRegistry | None = None) -> LeaseElector:
     """The agent's elector. kvip.io/preferred-nodes: a holder hands a Lease over only once a dataplane pass
-    that started after it stopped counting the Lease as held has applied (the VIP is gone here)."""
+    that started after it stopped counting the Lease as held has applied (the VIP is gone here); its
+    handover counts go to `registry` (kvip_lease_handovers_total)."""
 
     def withdrawn(since: float) -> bool:
         last = last_pass()
         return last is not None and last.started_at >= since and not last.failed and last.error is None
 
-    return LeaseElector(client, identity=config.node_name, timing=config.lease_timing, on_change=on_change,
-                        holddown=config.preference_holddown, withdrawn=withdrawn)
+    elector = LeaseElector(client, identity=config.node_name, timing=config.lease_timing, on_change=on_change,
+                           holddown=config.preference_holddown, withdrawn=withdrawn)
+    if registry is not None:
+        registry.register(HandoverCollector(elector.handovers.report))
+    return elector
 
 
 def mode_backends(config: AgentConfig, on_conflict: Callable[[Any, str], None]) -> list[Dataplane[Any]]:

@@ -29,7 +29,7 @@ from kvip.core.dataplane_report import (
     other_view,
 )
 from kvip.core.dhcp import DHCP_PENDING
-from kvip.core.dhcp_lease import ClientState
+from kvip.core.dhcp_timers import LeaseState
 from kvip.core.model import EgressRule, ServiceKey
 from kvip.dataplane.base import Dataplane
 from kvip.dataplane.dhcp import macvlan
@@ -54,7 +54,7 @@ class DataplaneReport:
         self._counters = DataplaneMetrics(metrics.registry)
         self._table = table
         self._period = period
-        self._sampled: dict[ServiceKey, ClientState] = {}
+        self._sampled: dict[tuple[ServiceKey, int], LeaseState] = {}  # by Service and family
         self._pending: tuple[ServiceKey, ...] = ()
         self._rules: frozenset[EgressRule] | None = None
         self._egress_drift: tuple[str, ...] = ()
@@ -70,8 +70,9 @@ class DataplaneReport:
         clients = {key: state for key, (_, state) in self._dhcp.clients().items()}
         events = lease_events(self._sampled, clients)
         self._sampled = clients
-        states = [state.phase.value for state in clients.values()]
-        states += [other_view(k, lease).state for k, lease in self._dhcp.leases().items() if k not in clients]
+        served = {service for service, _ in clients}
+        states = [state.phase.value for state in clients.values()]  # DHCPv4 and DHCPv6 clients alike
+        states += [other_view(k, lease).state for k, lease in self._dhcp.leases().items() if k not in served]
         self._counters.observe_leases(states, events.renewals, events.lost)
         rules = result.desired.egress
         diff = next((d for d in result.diffs if d.backend == EGRESS_BACKEND), None)
@@ -109,9 +110,12 @@ class DataplaneReport:
         return bounded((*self._dhcp_drift(), *self._egress_drift))
 
     def leases(self, now: float) -> tuple[LeaseView, ...]:
+        """A row per client (a Service asking for both families has two, DHCPv4's first), and one per
+        Service whose client could not start."""
         clients = self._dhcp.clients()
-        rows = [lease_view(key, ask, state, now) for key, (ask, state) in clients.items()]
-        rows += [other_view(k, lease) for k, lease in self._dhcp.leases().items() if k not in clients]
+        rows = [lease_view(key, ask, state, now) for (key, _), (ask, state) in clients.items()]
+        served = {service for service, _ in clients}
+        rows += [other_view(k, lease) for k, lease in self._dhcp.leases().items() if k not in served]
         return tuple(sorted(rows, key=lambda row: row.service))
 
     def egress(self) -> tuple[EgressView, ...]:

@@ -20,19 +20,20 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
+from typing import Any
 
 from lightkube import AsyncClient
 
 from kvip.agent.backends import default_route_interface
 from kvip.config.agent import AgentConfig
 from kvip.core.dhcp import DHCP_PENDING, DhcpAsk, DhcpLease, dhcp_ask, lease_annotations
-from kvip.core.dhcp6_lease import held_address6
+from kvip.core.dhcp_timers import LeaseState, held_address
 from kvip.core.incremental import changed_keys
-from kvip.core.dhcp_lease import ClientState, held_address
 from kvip.core.model import ServiceKey, ServiceView
 from kvip.dataplane.dhcp import macvlan
-from kvip.dataplane.dhcp.client import DhcpClient, send_release
-from kvip.dataplane.dhcp.client6 import Dhcp6Client, send_release6
+from kvip.dataplane.dhcp.client import V4
+from kvip.dataplane.dhcp.client6 import V6
+from kvip.dataplane.dhcp.lease_client import LeaseClient, LeaseProtocol, send_release
 from kvip.kube.errors import describe
 from kvip.kube.resources import Service
 from kvip.reconcile import ReconcileResult
@@ -40,15 +41,12 @@ from kvip.reconcile import ReconcileResult
 log = logging.getLogger("kvip.dhcp")
 
 
+PROTOCOLS: tuple[LeaseProtocol[Any, Any], ...] = (V4, V6)  # DHCPv4 first: started, stopped, released first
+
+
 @dataclass
 class _Running:
-    client: DhcpClient
-    task: asyncio.Task[None]
-
-
-@dataclass
-class _Running6:
-    client: Dhcp6Client
+    client: LeaseClient[Any, Any]
     task: asyncio.Task[None]
 
 
@@ -73,8 +71,7 @@ class DhcpRunner:
         # (kvip issue #21: asking every advertised Service whether it wants DHCP cost 27 ms at 10,000).
         self._decisions: Mapping[ServiceKey, object] = {}
         self._views: Mapping[ServiceKey, ServiceView] = {}
-        self._running: dict[ServiceKey, _Running] = {}  # DHCPv4 clients
-        self._running6: dict[ServiceKey, _Running6] = {}  # DHCPv6 clients
+        self._running: dict[int, dict[ServiceKey, _Running]] = {p.family: {} for p in PROTOCOLS}  # by family
         self._written: dict[ServiceKey, dict[str, str]] = {}
         self._failed: dict[ServiceKey, str] = {}
         self._wake = asyncio.Event()
@@ -97,7 +94,9 @@ class DhcpRunner:
         """The desired clients from a pass's decisions: led here and asking for DHCP. Only Services whose
         decision or cached view changed since the last pass are looked at again."""
         decisions, services = result.desired.decisions, self._services()
-        keys = changed_keys(self._decisions, decisions) | changed_keys(self._views, services)
+        changed = result.changed_services  # the reconciler compared the decisions already (None: unknown)
+        keys = (changed_keys(self._decisions, decisions) if changed is None else set(changed)) | changed_keys(
+            self._views, services)
         self._decisions, self._views = decisions, services
         wanted = dict(self._wanted or {})
         for key in keys:
@@ -116,20 +115,17 @@ class DhcpRunner:
 
     def _lease(self, key: ServiceKey) -> DhcpLease:
         """What a Service's clients hold: its IPv4 and IPv6 leases, and why one was lost."""
-        v4, v6 = self._running.get(key), self._running6.get(key)
+        v4, v6 = self._running[4].get(key), self._running[6].get(key)
         return DhcpLease(held_address(v4.client.state) if v4 else None, self._ask(key).interface,
                          (v4.client.state.lost if v4 else None) or (v6.client.state.lost if v6 else None),
-                         held_address6(v6.client.state) if v6 else None)
+                         held_address(v6.client.state) if v6 else None)
 
     def _keys(self) -> list[ServiceKey]:
         """The Services with a running client of either family."""
-        return list(dict.fromkeys([*self._running, *self._running6]))
+        return list(dict.fromkeys(key for running in self._running.values() for key in running))
 
     def _ask(self, key: ServiceKey) -> DhcpAsk:
-        v4, v6 = self._running.get(key), self._running6.get(key)
-        ask = v4.client.ask if v4 is not None else v6.client.ask if v6 is not None else None
-        assert ask is not None
-        return ask
+        return next(running[key].client.ask for running in self._running.values() if key in running)
 
     async def run(self) -> None:
         try:
@@ -148,7 +144,7 @@ class DhcpRunner:
             if ask is None or _identity(ask) != _identity(held):
                 await self._stop(key, moved=ask is not None and ask.interface != held.interface)
         for key, ask in wanted.items():
-            if (4 in ask.families and key not in self._running) or (6 in ask.families and key not in self._running6):
+            if any(key not in self._running[family] for family in ask.families):
                 await self._start(key, ask)
         if self._wanted is not None:  # a macvlan of ours no client needs: left by an earlier run
             keep = {self._ask(key).interface for key in self._keys()}
@@ -166,17 +162,14 @@ class DhcpRunner:
                 self._on_change()
             return
         self._failed.pop(key, None)
-        if 4 in ask.families and key not in self._running:
-            client = DhcpClient(ask, self._on_change)
-            self._running[key] = _Running(client, asyncio.create_task(self._supervised(client), name=f"dhcp-{key}"))
-            log.info("service %s: DHCP client on %s (MAC %s)", key, ask.interface, ask.mac.hex(":"))
-        if 6 in ask.families and key not in self._running6:
-            client6 = Dhcp6Client(ask, self._on_change)
-            self._running6[key] = _Running6(client6, asyncio.create_task(self._supervised(client6),
-                                                                         name=f"dhcp6-{key}"))
-            log.info("service %s: DHCPv6 client on %s (MAC %s)", key, ask.interface, ask.mac.hex(":"))
+        for protocol in PROTOCOLS:
+            if protocol.family in ask.families and key not in self._running[protocol.family]:
+                client = LeaseClient(protocol, ask, self._on_change)
+                task = asyncio.create_task(self._supervised(client), name=f"{protocol.name.lower()}-{key}")
+                self._running[protocol.family][key] = _Running(client, task)
+                log.info("service %s: %s client on %s (MAC %s)", key, protocol.name, ask.interface, ask.mac.hex(":"))
 
-    async def _supervised(self, client: DhcpClient | Dhcp6Client) -> None:
+    async def _supervised(self, client: LeaseClient[Any, Any]) -> None:
         while True:
             try:
                 await client.run()
@@ -188,22 +181,17 @@ class DhcpRunner:
 
     async def _stop(self, key: ServiceKey, *, moved: bool = False) -> None:
         ask = self._ask(key)
-        running, running6 = self._running.pop(key, None), self._running6.pop(key, None)
-        for task in [r.task for r in (running, running6) if r is not None]:
-            task.cancel()
+        stopped = [r for r in (running.pop(key, None) for running in self._running.values()) if r is not None]
+        for r in stopped:
+            r.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await task
+                await r.task
         service = self._services().get(key)
         now = dhcp_ask(service)[0] if service is not None else None
-        if now is None or now.mac != ask.mac:  # deleted, no longer DHCP, or another MAC: this lease is over
-            if running is not None:
-                send_release(ask, running.client.state)
-            if running6 is not None:
-                await send_release6(ask, running6.client.state)
-        elif running6 is not None and 6 not in now.families:  # `::` no longer asked
-            await send_release6(ask, running6.client.state)
-        elif running is not None and 4 not in now.families:
-            send_release(ask, running.client.state)
+        for r in stopped:
+            # deleted, no longer DHCP, another MAC, or this family no longer asked: this lease is over
+            if now is None or now.mac != ask.mac or r.client.protocol.family not in now.families:
+                await send_release(r.client.protocol, ask, r.client.state)
         gone = now is None
         self._written.pop(key, None)
         if gone or moved or key not in (self._wanted or {}):
@@ -213,7 +201,7 @@ class DhcpRunner:
     async def _stop_all(self) -> None:
         for key in self._keys():
             interface = self._ask(key).interface
-            for running in (self._running.pop(key, None), self._running6.pop(key, None)):
+            for running in [r.pop(key, None) for r in self._running.values()]:
                 if running is not None:
                     running.task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -224,7 +212,7 @@ class DhcpRunner:
 
     def _annotations_due(self, key: ServiceKey) -> dict[str, str] | None:
         service = self._services().get(key)
-        if service is None or (key not in self._running and key not in self._running6):
+        if service is None or all(key not in running for running in self._running.values()):
             return None
         lease = self._lease(key)
         if not lease.addresses:
@@ -247,6 +235,8 @@ class DhcpRunner:
             except Exception as exc:  # noqa: BLE001 (never costs the lease)
                 log.warning("service %s: cannot write %s: %s", key, ", ".join(notes), describe(exc))
 
-    def clients(self) -> dict[ServiceKey, tuple[DhcpAsk, ClientState]]:
-        """Read-only, for status and metrics: each running client's ask and current lease state."""
-        return {key: (r.client.ask, r.client.state) for key, r in self._running.items()}
+    def clients(self) -> dict[tuple[ServiceKey, int], tuple[DhcpAsk, LeaseState]]:
+        """Read-only, for status and metrics: each running client's ask and current lease state, by
+        Service and family (4, 6)."""
+        return {(key, family): (r.client.ask, r.client.state) for family, running in self._running.items()
+                for key, r in running.items()}

@@ -25,6 +25,7 @@ from prometheus_client.registry import Collector
 
 from kvip import __version__
 from kvip.core.model import CONTROL_PLANE_KEY, ServiceDecision, ServiceKey
+from kvip.kube.handover import DIRECTIONS, HandoverReport
 from kvip.kube.reflector import SourceState, SourceStatus
 from kvip.reconcile import ReconcileResult
 
@@ -257,12 +258,12 @@ class DataplaneMetrics:
     The gauges are set from each pass's report (`kvip.agent.dataplane_report`); drift items go to
     `kvip_drift_items{backend="dhcp"}` (egress's are the egress backend's own, set by `observe`)."""
 
-    STATES = ("init", "selecting", "requesting", "bound", "renewing", "rebinding", "no-client", "dhcpv6")
+    STATES = ("init", "selecting", "requesting", "bound", "renewing", "rebinding", "no-client")
 
     def __init__(self, registry: CollectorRegistry) -> None:
         r = registry
-        self.leases = Gauge("kvip_dhcp_leases", "DHCP clients of Services led here, by state (bound, renewing, "
-                            "rebinding hold an address; no-client: its macvlan could not be made)", ["state"],
+        self.leases = Gauge("kvip_dhcp_leases", "DHCPv4 and DHCPv6 clients of Services led here, by state (bound, "
+                            "renewing, rebinding hold an address; no-client: its macvlan could not be made)", ["state"],
                             registry=r)
         self.renewals = Counter("kvip_dhcp_renewals", "DHCP leases extended (at T1 or T2)", registry=r)
         self.lost = Counter("kvip_dhcp_lease_lost", "DHCP leases lost (expired or refused): the address withdrawn",
@@ -287,3 +288,23 @@ class DataplaneMetrics:
         self.egress_rules.set(rules)
         if repairs:
             self.egress_repairs.inc(repairs)
+
+
+class HandoverCollector(Collector):
+    """kvip.io/preferred-nodes handovers (kvip issue #20), read from the elector at scrape time."""
+
+    def __init__(self, report: Callable[[], HandoverReport]) -> None:
+        self._report = report
+
+    def collect(self) -> Iterable[Metric]:
+        report = self._report()
+        total = CounterMetricFamily(
+            "kvip_lease_handovers", "Lease handovers (kvip.io/preferred-nodes) by direction: asked (this node "
+            "requested a Lease), received / refused (a request of ours granted / not), granted (handed over)",
+            labels=["direction"])
+        for direction in DIRECTIONS:
+            total.add_metric([direction], report.counts.get(direction, 0))
+        pending = GaugeMetricFamily("kvip_lease_handover_requests_pending",
+                                    "Handover requests of this node awaiting an answer")
+        pending.add_metric([], len(report.pending))
+        yield from (total, pending)

@@ -17,6 +17,7 @@ from typing import Any
 
 from kvip.core.dataplane_report import EgressView, LeaseView
 from kvip.core.model import CONTROL_PLANE_KEY, ServiceKey
+from kvip.kube.election import LeaseElector
 from kvip.kube.reflector import SourceStatus
 from kvip.reconcile import ReconcileResult
 
@@ -164,7 +165,8 @@ def dataplane_sections(dhcp: Sequence[LeaseView], egress: Sequence[EgressView], 
     doc: dict[str, Any] = {
         "dhcp": [
             {"service": b.text(v.service), "interface": b.text(v.interface), "mac": b.text(v.mac),
-             "address": b.maybe_text(v.address), "state": b.text(v.state), "expiresInSeconds": v.expires_in,
+             "address": b.maybe_text(v.address), "state": b.text(v.state), "renewsInSeconds": v.renew_in,
+             "expiresInSeconds": v.expires_in,
              "server": b.maybe_text(v.server), "renewals": v.renewals, "lost": b.maybe_text(v.lost)}
             for v in b.first(list(dhcp), "dhcp", limits.services)
         ],
@@ -184,3 +186,22 @@ def with_dataplane(doc: dict[str, Any], sections: Mapping[str, Any]) -> dict[str
     merged = {**doc, **{k: v for k, v in sections.items() if k != "truncated"}}
     merged["truncated"] = {**doc.get("truncated", {}), **sections.get("truncated", {})}
     return merged
+
+
+def handover_sections(elector: LeaseElector | None, limits: StatusLimits = StatusLimits()) -> dict[str, Any]:
+    """kvip.io/preferred-nodes handovers (kvip issue #20): this node's counts, its pending requests and the
+    last handover of each Lease it contends for, newest first, at most `limits.items` of each. Merged into
+    the document by the agent (`with_dataplane`); nothing without an elector."""
+    if elector is None:
+        return {}
+    b = _Bounder(limits)
+    report = elector.handovers.report()
+    doc: dict[str, Any] = {"handovers": {
+        **report.counts,
+        "pending": [{"lease": b.text(key), "waitingSeconds": round(waiting, 3)}
+                    for key, waiting in b.first(report.pending, "handoverPending")],
+        "last": [{"lease": b.text(key), "outcome": event.direction, "to": b.maybe_text(event.peer),
+                  "secondsAgo": round(ago, 3)} for key, event, ago in b.first(report.last, "handoverLast")],
+    }}
+    doc["truncated"] = dict(b.left_out)
+    return doc

@@ -30,7 +30,7 @@ from kvip.agent.heartbeat_facts import heartbeat_publisher
 from kvip.agent.http import AgentView, HttpLimits, serve_local, serve_public
 from kvip.agent.metrics import AgentMetrics
 from kvip.agent.probes import ProbeScheduler, probe_plan
-from kvip.agent.status_doc import status_document, with_dataplane
+from kvip.agent.status_doc import handover_sections, status_document, with_dataplane
 from kvip.agent.supervise import supervise
 from kvip.config.agent import AgentConfig
 from kvip.core.control_plane import wants_lease
@@ -103,7 +103,7 @@ class Agent:
                                           self.global_lease if config.election is ElectionMode.GLOBAL else None)
         if config.election is not ElectionMode.NONE or config.per_service_election_on_demand or config.cp_lease:
             self.elector = service_elector(config, self._elector_client, lambda: self.trigger.fire("lease"),
-                                           lambda: self.reconciler.last_result)  # (handover waits for a pass)
+                                           lambda: self.reconciler.last_result, self.metrics.registry)
             self.elector.want(wanted_leases(self.election_plan, {}, ()) if config.node_selector is None else ())
         for backend in self.backends:
             for collector in backend.collectors():  # backend-specific metrics (BGP sessions)
@@ -167,8 +167,8 @@ class Agent:
             wanted = (wanted_leases(self.election_plan, snapshot.services, state.eligible)
                       if self.config.selects_node(snapshot.node) else frozenset())  # else not the global Lease either
             cp_lease = self.config.cp_lease
-            self.elector.want(wanted | {cp_lease} if cp_lease and cp and wants_lease(cp) else wanted,
-                              lease_ranks(self.election_plan, snapshot.services, state.eligible, snapshot.node))
+            self.elector.want(wanted | {cp_lease} if cp_lease and cp and wants_lease(cp) else wanted, lease_ranks(
+                self.election_plan, snapshot.services, state.eligible, snapshot.node, self.config.preferred_nodes))
         return state
 
     def api_lost(self) -> bool:
@@ -214,7 +214,7 @@ class Agent:
         self.events.report_transitions(result.desired.decisions, result.changed_services)
         self._log_control_plane(result.desired.decisions.get(CONTROL_PLANE_KEY))
         if not self.config.disable_service_updates:  # kube-vip's disable_service_updates: never write status
-            self.status_writer.report(result.desired, self.cache.snapshot().services)  # (a copy, never changed)
+            self.status_writer.report(result.desired, self.cache.snapshot().services, result.changed_services)
         if self.advertised_by is not None and self._memo is not None and self._memo[2] is result.desired:
             self.advertised_by.report(self._memo[0], result.desired)
         if self.elector is not None:
@@ -312,7 +312,7 @@ class Agent:
             last_known_good_endpoint=self.reconciler.last_known_good_endpoint,
             backends={b.name: b.status() for b in self.backends}, control_plane=(self.control_plane.status(self.elector)
                                                                          if self.control_plane else None))
-        doc = with_dataplane(doc, self.dataplane.sections())
+        doc = with_dataplane(with_dataplane(doc, self.dataplane.sections()), handover_sections(self.elector))
         if self.advertised_by is not None:  # kvip.io/advertised-by of the (bounded) Services listed
             doc["advertisedBy"] = self.advertised_by.shown(doc["services"])
         return doc

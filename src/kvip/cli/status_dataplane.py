@@ -15,18 +15,23 @@ def _e(value: Any) -> str:
     return "-" if value is None or value == "" else escape(str(value))
 
 
+def _seconds(value: Any) -> str:
+    """A timer from the document; "-" when absent (no lease, or an agent older than the field)."""
+    return f"{value:.0f}s" if isinstance(value, int | float) else "-"
+
+
 def print_dataplane(console: Console, doc: Mapping[str, Any]) -> None:
     """The agent document's `dhcp`, `egress` and `dataplaneDrift` sections; nothing when all are empty
     (an agent older than these sections has none)."""
     leases = doc.get("dhcp") or []
     if leases:
-        table = Table("service", "DHCP interface", "MAC", "address", "state", "expires in", "server", "renewals",
-                      "lost")
+        table = Table("service", "DHCP interface", "MAC", "address", "state", "renews in", "expires in", "server",
+                      "renewals", "lost")
         for row in leases:
-            expires = row.get("expiresInSeconds")
             table.add_row(_e(row.get("service")), _e(row.get("interface")), _e(row.get("mac")), _e(row.get("address")),
-                          _e(row.get("state")), "-" if expires is None else f"{expires:.0f}s", _e(row.get("server")),
-                          _e(row.get("renewals")), _e(row.get("lost")))
+                          _e(row.get("state")), _seconds(row.get("renewsInSeconds")),
+                          _seconds(row.get("expiresInSeconds")), _e(row.get("server")), _e(row.get("renewals")),
+                          _e(row.get("lost")))
         console.print(table)
     rules = doc.get("egress") or []
     if rules:

@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from kvip.cli.status_dataplane import print_dataplane, print_drift
+from kvip.cli.status_handovers import print_handovers
 
 
 def _e(value: Any) -> str:
@@ -125,6 +126,7 @@ def run_status(args: argparse.Namespace) -> int:
             problems.add_row(_e(p["service"]), _e(p["reason"]), _e(p["message"]))
         console.print(problems)
     print_dataplane(console, doc)  # DHCP leases, egress rules, their drift
+    print_handovers(console, doc)  # kvip.io/preferred-nodes
     cut = {k: v for k, v in doc.get("truncated", {}).items() if v}
     if cut:
         console.print(f"[yellow]partial listing, the agent bounds /status; left out: "

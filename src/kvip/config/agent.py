@@ -42,6 +42,7 @@ from kvip.core.election_rules import LeaseKey, LeaseTiming
 from kvip.core.health import HealthCheckSettings, apiserver_check
 from kvip.core.model import ElectionMode, Mode, NodeView
 from kvip.core.node_selector import NodeSelector, node_selected
+from kvip.core.preference import Preference
 from kvip.core.vip_allow import Network, VipAllowList
 
 __all__ = ["AgentConfig", "ConfigError", "Mode", "add_agent_arguments", "config_from_args", "load_config"]
@@ -94,6 +95,7 @@ class AgentConfig:
     vip_allow_namespaces: tuple[tuple[str, tuple[Network, ...]], ...] = D["vip_allow_namespaces"]
     node_selector: NodeSelector | None = D["node_selector"]  # kvip_node_selector (None: every node)
     preference_holddown: float = D["preference_holddown"]  # kvip.io/preferred-nodes' hysteresis (kube.handover)
+    preferred_nodes: Preference | None = D["preferred_nodes"]  # kvip_preferred_nodes: the global Lease's preference
     svc_namespace: str | None = D["svc_namespace"]  # None: every namespace
     preserve_on_leadership_loss: bool = D["preserve_on_leadership_loss"]
     lose_leadership: bool = D["lose_leadership"]
@@ -250,6 +252,9 @@ def load_config(env: Mapping[str, str], flags: Mapping[str, str] | None = None, 
     elif mode is Mode.ARP and election is ElectionMode.NONE:
         errors.append("--election none with ARP mode: several nodes would answer ARP for the same VIP from "
                       "different MACs; use global or service")
+    if values["preferred_nodes"] is not None and election is not ElectionMode.GLOBAL:
+        notices.append("kvip_preferred_nodes: ignored without global election (per-service Leases take "
+                       "the kvip.io/preferred-nodes annotation of their Service)")
     bgp = build_bgp_settings(values, readout.problems, errors) if mode is Mode.BGP else None
     node_name = node_name_or_host(values["node_name"], host_name, notices, errors)
     interface, interface_auto = services_interface(values["interface"], env, D["interface"])

@@ -44,6 +44,7 @@ from kvip.core.egress import parse_instance_name
 from kvip.core.election_rules import ElectionConfigError, LeaseTiming
 from kvip.core.model import ElectionMode, Mode
 from kvip.core.node_selector import parse_selector
+from kvip.core.preference import parse_preference
 from kvip.core.vip_allow import parse_cidrs, parse_namespace_cidrs
 
 
@@ -262,6 +263,8 @@ OPTIONS: tuple[Option, ...] = (
       "for their Leases; unset: every node"),
     O("preference_holddown", ("kvip_preference_holddown",), "--preference-holddown", positive_seconds, 30.0,
       "kvip.io/preferred-nodes: seconds a preferred node must stay ready before it asks the holder for the Lease"),
+    O("preferred_nodes", ("kvip_preferred_nodes",), "--preferred-nodes", parse_preference, None,
+      "global election only: kvip.io/preferred-nodes for the global services Lease (WEIGHT:SELECTOR;...)"),
     O("egress_pod_cidrs", ("egress_podcidr",), "--egress-podcidr", parse_cidrs, None,
       "pod CIDRs, never SNATed to; Service egress (kube-vip.io/egress) is on when set (kvip does not discover it)"),
     O("egress_service_cidrs", ("egress_servicecidr",), "--egress-servicecidr", parse_cidrs, None,

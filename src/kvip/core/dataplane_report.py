@@ -3,7 +3,9 @@
 Three readers share these answers: `kvip status` (the agent's /status document), the metrics, and the
 heartbeat Lease that `kvip audit` reads. So each is decided once, here, from plain values:
 
-- `lease_view`: one Service's DHCP client as a row (interface, MAC, address, state, expires-in, server).
+- `lease_view`: one Service's DHCP client of either family as a row (interface, MAC, address, state,
+  renew-in, expires-in, server: its address for DHCPv4, its DUID for DHCPv6); a Service asking for
+  `0.0.0.0,::` has two rows.
 - `egress_views`: the SNAT rules grouped by Service and VIP (the pods SNATed through it).
 - `dataplane_drift`: the items by which DHCP and egress differ from what this node should hold after a
   pass: a Service led here that asks for DHCP but holds no lease, a macvlan of ours no client uses, an
@@ -18,14 +20,15 @@ from collections import defaultdict
 from collections.abc import Hashable, Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
+from typing import TypeVar
 
 from kvip.core.dhcp import DhcpAsk, DhcpLease, mac_text
-from kvip.core.dhcp_lease import ClientState
+from kvip.core.dhcp_timers import LeaseState, expires_in, renew_in
 from kvip.core.model import EgressRule, ServiceKey
 
 MAX_DRIFT_ITEMS = 16  # drift lines carried (a count says how many were left out)
+K = TypeVar("K", bound=Hashable)
 NO_CLIENT = "no-client"  # the state of a Service whose client could not start (no macvlan)
-DHCPV6 = "dhcpv6"  # a Service with a DHCPv6 client only
 
 
 @dataclass(frozen=True)
@@ -36,9 +39,10 @@ class LeaseView:
     address: str | None
     state: str  # the client's phase (init, selecting, requesting, bound, renewing, rebinding) or NO_CLIENT
     expires_in: float | None  # seconds until the held lease expires (None: none held)
-    server: str | None
+    server: str | None  # the leasing server: its address (DHCPv4) or DUID (DHCPv6)
     renewals: int = 0
     lost: str | None = None  # why the last lease was lost (or why no client runs)
+    renew_in: float | None = None  # seconds until T1 (bound) or T2 (renewing); None: none held, or rebinding
 
 
 @dataclass(frozen=True)
@@ -49,20 +53,18 @@ class EgressView:
     table: str
 
 
-def lease_view(key: ServiceKey, ask: DhcpAsk, state: ClientState, now: float) -> LeaseView:
-    """`now` on the clock the client's lease was stamped with (the event loop's)."""
+def lease_view(key: ServiceKey, ask: DhcpAsk, state: LeaseState, now: float) -> LeaseView:
+    """A DHCPv4 or DHCPv6 client's row; `now` on the clock its lease was stamped with (the event loop's)."""
     lease = state.lease
     return LeaseView(key, ask.interface, mac_text(ask.mac), None if lease is None else str(lease.address),
-                     state.phase.value, None if lease is None else max(0.0, round(lease.expires_at - now, 1)),
-                     None if lease is None else str(lease.server), state.renewals, state.lost)
+                     state.phase.value, expires_in(state, now), None if lease is None else lease.server_name,
+                     state.renewals, state.lost, renew_in(state, now))
 
 
 def other_view(key: ServiceKey, lease: DhcpLease) -> LeaseView:
-    """A Service led here with no DHCPv4 client: its client could not start (no macvlan: no interface), or
-    it leases over DHCPv6 only (shown with its address; its client's timers are DHCPv6's own)."""
-    state = DHCPV6 if lease.interface else NO_CLIENT
+    """A Service led here with no client: it could not start (no macvlan), `lost` says why."""
     address = ", ".join(map(str, lease.addresses)) or None
-    return LeaseView(key, lease.interface, "", address, state, None, None, 0, lease.problem)
+    return LeaseView(key, lease.interface, "", address, NO_CLIENT, None, None, 0, lease.problem)
 
 
 def egress_views(rules: Iterable[EgressRule], table: str) -> tuple[EgressView, ...]:
@@ -106,8 +108,9 @@ class LeaseEvents:
     lost: int = 0
 
 
-def lease_events(before: Mapping[ServiceKey, ClientState], after: Mapping[ServiceKey, ClientState]) -> LeaseEvents:
-    """Renewals and lost leases between two samples of the running clients. A client that is new since
+def lease_events(before: Mapping[K, LeaseState], after: Mapping[K, LeaseState]) -> LeaseEvents:
+    """Renewals and lost leases between two samples of the running clients (of either family: keyed by
+    Service and family, or anything else naming one client). A client that is new since
     `before` counts from zero; one whose state went from holding a lease to none (expiry, NAK) is a loss."""
     renewals = lost = 0
     for key, state in after.items():

@@ -35,16 +35,24 @@ from kvip.core.dhcp6 import (
     duid_ll,
     iaid_of,
 )
-from kvip.core.dhcp_lease import Phase
+from kvip.core.dhcp_timers import (
+    REQUEST_TRIES,
+    LeaseTimers,
+    Phase,
+    expired,
+    extension_phase,
+    extension_resend_at,
+    next_wakeup,
+    retransmitted,
+)
+
+__all__ = ["Client6State", "Lease6", "next_wakeup", "receive", "release", "tick"]
 
 FIRST_RETRY = 1.0  # RFC 8415 SOL_TIMEOUT / REQ_TIMEOUT
-MAX_RETRY = 16.0
-REQUEST_TRIES = 4  # REQUESTING gives up (back to INIT) after this many unanswered Requests
-MIN_RETRY = 2.0  # RENEWING/REBINDING retransmit at half the remaining time, never more often than this
 
 
 @dataclass(frozen=True)
-class Lease6:
+class Lease6(LeaseTimers):
     address: ipaddress.IPv6Address
     server_id: bytes
     obtained_at: float
@@ -54,16 +62,13 @@ class Lease6:
     valid: int
 
     @property
-    def renew_at(self) -> float:
-        return self.obtained_at + self.t1
+    def lifetime(self) -> int:
+        return self.valid
 
     @property
-    def rebind_at(self) -> float:
-        return self.obtained_at + self.t2
-
-    @property
-    def expires_at(self) -> float:
-        return self.obtained_at + self.valid
+    def server_name(self) -> str:
+        """The server's DUID, as status shows it."""
+        return self.server_id.hex(":")
 
 
 @dataclass(frozen=True)
@@ -136,10 +141,6 @@ def release(ask: DhcpAsk, xid: int, state: Client6State) -> Dhcp6Message | None:
                         elapsed=0)
 
 
-def _backoff(state: Client6State) -> float:
-    return min(state.retry * 2, MAX_RETRY)
-
-
 def _restart(state: Client6State, lost: str | None) -> Client6State:
     hint = state.lease.address if state.lease else (state.offer.address if state.offer else state.hint)
     return Client6State(lost=lost, hint=hint, renewals=state.renewals)
@@ -150,8 +151,7 @@ def tick(ask: DhcpAsk, state: Client6State, now: float, xid: int) -> tuple[Clien
     xid &= 0xFFFFFF
     lease = state.lease
     if lease is not None and now >= lease.expires_at:
-        lost = f"lease of {lease.address} expired: no DHCPv6 server answered for {lease.valid - lease.t1}s after T1"
-        return tick(ask, _restart(state, lost), now, xid)
+        return tick(ask, _restart(state, expired(lease, "DHCPv6")), now, xid)
     if state.phase is Phase.INIT:
         fresh = replace(state, phase=Phase.SELECTING, xid=xid, started=now, next_send=now + FIRST_RETRY,
                         retry=FIRST_RETRY, tries=1)
@@ -159,7 +159,7 @@ def tick(ask: DhcpAsk, state: Client6State, now: float, xid: int) -> tuple[Clien
     if state.phase is not Phase.BOUND and now < state.next_send:
         return state, None
     if state.phase is Phase.SELECTING:
-        state = replace(state, next_send=now + _backoff(state), retry=_backoff(state), tries=state.tries + 1)
+        state = retransmitted(state, now)
         return state, _message(ask, state, SOLICIT, now, state.hint or ask.requested6, None)
     if state.phase is Phase.REQUESTING:
         assert state.offer is not None
@@ -167,17 +167,15 @@ def tick(ask: DhcpAsk, state: Client6State, now: float, xid: int) -> tuple[Clien
             return tick(ask, _restart(state, state.lost), now, xid)
         if state.tries == 0:  # the Request starts an exchange of its own (RFC 8415 §16.1)
             state = replace(state, xid=xid)
-        state = replace(state, next_send=now + _backoff(state), retry=_backoff(state), tries=state.tries + 1)
+        state = retransmitted(state, now)
         return state, _message(ask, state, REQUEST, now, state.offer.address, state.offer.server_id)
     assert lease is not None
-    if state.phase is Phase.BOUND:
-        if now < lease.renew_at:
-            return state, None
-        state = replace(state, phase=Phase.RENEWING, xid=xid, started=now, tries=0)
-    if state.phase is Phase.RENEWING and now >= lease.rebind_at:
-        state = replace(state, phase=Phase.REBINDING, xid=xid, started=now, tries=0)
-    end = lease.rebind_at if state.phase is Phase.RENEWING else lease.expires_at
-    state = replace(state, next_send=min(now + max((end - now) / 2, MIN_RETRY), end), tries=state.tries + 1)
+    now_in = extension_phase(state.phase, lease, now)
+    if now_in is None:
+        return state, None
+    if now_in is not state.phase:  # Renew at T1, Rebind at T2: each an exchange of its own
+        state = replace(state, phase=now_in, xid=xid, started=now, tries=0)
+    state = replace(state, next_send=extension_resend_at(now_in, lease, now), tries=state.tries + 1)
     if state.phase is Phase.RENEWING:
         return state, _message(ask, state, RENEW, now, lease.address, lease.server_id)
     return state, _message(ask, state, REBIND, now, lease.address, None)
@@ -214,19 +212,3 @@ def receive(ask: DhcpAsk, state: Client6State, message: Dhcp6Message, now: float
     held = state.lease.address if state.lease else (state.offer.address if state.offer else None)
     return replace(_restart(state, f"the DHCPv6 server refused {held}: {why or 'no address in its Reply'}"),
                    next_send=now)
-
-
-def next_wakeup(state: Client6State) -> float:
-    """When `tick` has something to do next."""
-    if state.phase is Phase.INIT:
-        return 0.0
-    if state.phase is Phase.BOUND and state.lease is not None:
-        return min(state.lease.renew_at, state.lease.expires_at)
-    if state.lease is not None:
-        return min(state.next_send, state.lease.expires_at)
-    return state.next_send
-
-
-def held_address6(state: Client6State) -> ipaddress.IPv6Address | None:
-    """The address this client may use now: from BOUND until the valid lifetime ends."""
-    return state.lease.address if state.lease is not None else None

@@ -13,7 +13,6 @@ rebind); RENEWING accepts the answer of the leasing server only, REBINDING any s
 
 from __future__ import annotations
 
-import enum
 import ipaddress
 from dataclasses import dataclass, replace
 
@@ -31,25 +30,25 @@ from kvip.core.dhcp import (
     DhcpAsk,
     DhcpMessage,
 )
+from kvip.core.dhcp_timers import (
+    REQUEST_TRIES,
+    LeaseTimers,
+    Phase,
+    expired,
+    extension_phase,
+    extension_resend_at,
+    next_wakeup,
+    retransmitted,
+)
 
-FIRST_RETRY = 4.0  # RFC 2131 §4.1: 4 s, doubled each time...
-MAX_RETRY = 16.0  # ...capped lower than the RFC's 64 s: a Service waits for its address, not a laptop
-REQUEST_TRIES = 4  # REQUESTING gives up (back to INIT) after this many unanswered REQUESTs
-MIN_RETRY = 2.0  # RENEWING/REBINDING retransmit at half the remaining time, never more often than this
+__all__ = ["ClientState", "Lease", "Phase", "next_wakeup", "receive", "release", "tick"]
+
+FIRST_RETRY = 4.0  # RFC 2131 §4.1: 4 s, doubled each time (capped lower than the RFC's 64 s: dhcp_timers)
 DEFAULT_LEASE = 3600  # a server that names no lease time
 
 
-class Phase(enum.Enum):
-    INIT = "init"
-    SELECTING = "selecting"
-    REQUESTING = "requesting"
-    BOUND = "bound"
-    RENEWING = "renewing"
-    REBINDING = "rebinding"
-
-
 @dataclass(frozen=True)
-class Lease:
+class Lease(LeaseTimers):
     address: ipaddress.IPv4Address
     server: ipaddress.IPv4Address
     obtained_at: float
@@ -58,16 +57,12 @@ class Lease:
     t2: int
 
     @property
-    def renew_at(self) -> float:
-        return self.obtained_at + self.t1
+    def lifetime(self) -> int:
+        return self.lease_time
 
     @property
-    def rebind_at(self) -> float:
-        return self.obtained_at + self.t2
-
-    @property
-    def expires_at(self) -> float:
-        return self.obtained_at + self.lease_time
+    def server_name(self) -> str:
+        return str(self.server)
 
 
 @dataclass(frozen=True)
@@ -120,17 +115,11 @@ def release(ask: DhcpAsk, xid: int, state: ClientState) -> DhcpMessage | None:
                        server_id=state.lease.server, client_id=ask.client_id)
 
 
-def _backoff(state: ClientState) -> float:
-    return min(state.retry * 2, MAX_RETRY)
-
-
 def tick(ask: DhcpAsk, state: ClientState, now: float, xid: int) -> tuple[ClientState, DhcpMessage | None]:
     """Advance by the clock: what to send now, if anything. `xid` starts a new exchange when one begins."""
     phase, lease = state.phase, state.lease
     if lease is not None and now >= lease.expires_at:
-        lost = (f"lease of {lease.address} expired: no DHCP server answered for {lease.lease_time - lease.t1}s "
-                "after T1")
-        return tick(ask, ClientState(lost=lost), now, xid)
+        return tick(ask, ClientState(lost=expired(lease, "DHCP")), now, xid)
     if phase is Phase.INIT:
         previous = state.lease.address if state.lease else None
         sent = discover(ask, xid, previous)
@@ -139,24 +128,19 @@ def tick(ask: DhcpAsk, state: ClientState, now: float, xid: int) -> tuple[Client
     if now < state.next_send and phase not in (Phase.BOUND,):
         return state, None
     if phase is Phase.SELECTING:
-        return replace(state, next_send=now + _backoff(state), retry=_backoff(state), tries=state.tries + 1), \
-            discover(ask, state.xid)
+        return retransmitted(state, now), discover(ask, state.xid)
     if phase is Phase.REQUESTING:
         assert state.offer is not None
         if state.tries >= REQUEST_TRIES:
             return tick(ask, ClientState(lost=state.lost, renewals=state.renewals), now, xid)
-        return replace(state, next_send=now + _backoff(state), retry=_backoff(state), tries=state.tries + 1), \
-            request_offer(ask, state.xid, state.offer)
+        return retransmitted(state, now), request_offer(ask, state.xid, state.offer)
     assert lease is not None
-    if phase is Phase.BOUND:
-        if now < lease.renew_at:
-            return state, None
-        phase, state = Phase.RENEWING, replace(state, xid=xid)
-    if phase is Phase.RENEWING and now >= lease.rebind_at:
-        phase, state = Phase.REBINDING, replace(state, xid=xid)
-    end = lease.rebind_at if phase is Phase.RENEWING else lease.expires_at
-    wait = max((end - now) / 2, MIN_RETRY)
-    return replace(state, phase=phase, next_send=min(now + wait, end), tries=state.tries + 1), \
+    now_in = extension_phase(phase, lease, now)
+    if now_in is None:
+        return state, None
+    if now_in is not phase:  # at T1 or T2 a new exchange begins
+        state = replace(state, phase=now_in, xid=xid)
+    return replace(state, next_send=extension_resend_at(now_in, lease, now), tries=state.tries + 1), \
         request_extension(ask, state.xid, lease)
 
 
@@ -183,19 +167,3 @@ def receive(ask: DhcpAsk, state: ClientState, message: DhcpMessage, now: float) 
         return ClientState(Phase.INIT, state.xid, None, None, now, FIRST_RETRY, 0,
                            f"the DHCP server refused {held} (DHCPNAK)", state.renewals)
     return state
-
-
-def next_wakeup(state: ClientState) -> float:
-    """When `tick` has something to do next."""
-    if state.phase is Phase.INIT:
-        return 0.0
-    if state.phase is Phase.BOUND and state.lease is not None:
-        return state.lease.renew_at
-    if state.lease is not None:
-        return min(state.next_send, state.lease.expires_at)
-    return state.next_send
-
-
-def held_address(state: ClientState) -> ipaddress.IPv4Address | None:
-    """The address this client may use now: from BOUND until the lease expires."""
-    return state.lease.address if state.lease is not None else None

@@ -145,6 +145,7 @@ RAMP_BASE = 8  # alone, a node's intake grows about this many times per retry pe
 # Retry periods: when the nodes not first for a lease may take it. After 3, as the contenders are known
 # only from the second cycle after a burst started (the ramp's leases), and ranks must not race then.
 RANK_START, RANK_SPAN = 3.0, 2.0
+EXACT_RANK = 64  # contenders ranked exactly by hashing each; more: by the expected rank (see _rank)
 PACE_PERIODS = 100.0  # retry periods per even share held beyond the even share (up to the others' window)
 
 
@@ -179,7 +180,7 @@ def spread_delay(identity: str, key: LeaseKey, timing: LeaseTiming, *, held: int
     latest = 2.0
     if wanted - held - sum(others.values()) <= len(others) + 1:
         order = 2 * score  # a few free leases, not a burst: a node not first by rank may be the only eligible
-    elif (rank := sum(_score(other, key) < score for other in others)) == 0:
+    elif (rank := _rank(score, identity, key, others)) == 0:
         order, latest = score, RANK_START + RANK_SPAN
     else:
         order, latest = RANK_START + RANK_SPAN * (rank - 1 + score) / len(others), RANK_START + RANK_SPAN
@@ -188,19 +189,72 @@ def spread_delay(identity: str, key: LeaseKey, timing: LeaseTiming, *, held: int
     return (order + min(PACE_PERIODS * over, latest)) * timing.retry_period
 
 
+TAKEOVER_BASE = 1.1  # retry periods: an over-share node takes a free lease two cycles after it saw it free...
+TAKEOVER_PACE = 8.0  # ...waiting longer the more it is over (retry periods per even share over)...
+TAKEOVER_MAX = 1.9  # ...but below two periods: the cycle two periods on always takes it
+
+
+def takeover_delay(timing: LeaseTiming, *, held: int, others: Mapping[str, int], wanted: int) -> float:
+    """Extra delay before taking over a released or expired lease, so that when a node dies its leases
+    spread over the survivors instead of going to the one whose cycle runs first.
+
+    `held`: leases this node holds or is taking this cycle; `others`: live leases held by each other
+    node seen holding a wanted lease (a node holding an expired one is gone and left out); `wanted`:
+    leases it wants. A node whose next lease keeps it within its even share (wanted / nodes, rounded
+    up) takes it at once; one over it waits 1.1 retry periods plus 8 per even share over, at most 1.9:
+    it takes what is left two cycles after it saw the lease free. Each node lists at a fixed rate and
+    sees the lease free within one period of the others (a release: at its next cycle; an expiry:
+    lease_duration after it saw the last renewal, at its own cycle), and has one more cycle to retry
+    what it lost to a concurrent writer; so a node under its share takes it first, and failover is at
+    most two retry periods slower than taking everything at once, for the leases left over.
+    """
+    share = max(1.0, wanted / (len(others) + 1))
+    over = (max(0, held) + 1 - math.ceil(share)) / share
+    if over <= 0:
+        return 0.0
+    return min(TAKEOVER_MAX, TAKEOVER_BASE + TAKEOVER_PACE * over) * timing.retry_period
+
+
+def lease_order(identity: str, key: LeaseKey, exists: bool) -> tuple[float, LeaseKey]:
+    """The order in which `identity` considers leases in a cycle: new ones first, by name (as `spread_delay`
+    was tuned), then existing ones by its hashed score, so that nodes whose cycles run at the same moment and
+    each take their share of the free leases take different ones instead of racing for the same."""
+    return (_score(identity, key) if exists else -1.0), key
+
+
+def _rank(score: float, identity: str, key: LeaseKey, others: Mapping[str, int]) -> int:
+    """How many known contenders come before this node for `key` (rendezvous hashing). Exact up to
+    EXACT_RANK contenders; beyond, the expected rank of a uniform score: hashing every node for every
+    new Lease cost seconds per cycle at 1,000 nodes and 10,000 new Services, and a rank that is only
+    nearly agreed costs at worst a Lease write that loses to another (409) — never two holders."""
+    if len(others) > EXACT_RANK:
+        return int(score * len(others))
+    return sum(_score(other, key) < score for other in others)
+
+
 def _score(identity: str, key: LeaseKey) -> float:
     digest = hashlib.blake2b(f"{identity}/{key}".encode(), digest_size=4).digest()
     return int.from_bytes(digest, "big") / 2**32
 
 
-def next_step(record: LeaseRecord, *, identity: str, timing: LeaseTiming, now: float, spread: float) -> Step:
+def is_expired(record: LeaseRecord, timing: LeaseTiming, now: float) -> bool:
+    """Another node's lease no longer renewed for its duration, as we saw it (or released)."""
+    return record.holder is None or now - record.changed_at >= expires_after(record, timing)
+
+
+def next_step(record: LeaseRecord, *, identity: str, timing: LeaseTiming, now: float, spread: float,
+              takeover: float = 0.0) -> Step:
+    """`spread`: delay before creating a new lease; `takeover`: extra delay before taking over a
+    released or expired one (`takeover_delay`, 0 for a node within its share)."""
     if not record.exists:
         return Step.CREATE if now - record.changed_at >= spread else Step.WAIT
     if record.holder == identity:
         due = record.renewed_at is None or now - record.renewed_at >= timing.renew_after
         return Step.RENEW if due else Step.WAIT
-    # A released lease (holder cleared) is taken at once: a clean stop fails over within a period.
-    if record.holder is None or now - record.changed_at >= expires_after(record, timing):
+    # A released lease (holder cleared) is taken at once by a node within its share: a clean stop fails
+    # over within a period; an expired one likewise once its duration has passed.
+    free_since = 0.0 if record.holder is None else expires_after(record, timing)
+    if now - record.changed_at >= free_since + takeover:
         return Step.ACQUIRE
     return Step.WAIT
 

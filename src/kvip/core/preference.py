@@ -136,16 +136,20 @@ def preference_refusal(service: ServiceView, mode: ElectionMode, on_demand: bool
         return BadInput(service.key, "InvalidAnnotation", f"{PREFERRED_NODES_ANNOTATION}: {why}; preference ignored")
     if not per_service_elected(service, mode, on_demand):
         return BadInput(service.key, "UnsupportedAnnotation", f"{PREFERRED_NODES_ANNOTATION} needs per-service "
-                        "election (svc_election=true or kube-vip.io/enableServiceElection); ignored")
+                        "election (svc_election=true or kube-vip.io/enableServiceElection); ignored (the global "
+                        "Lease's preference is the agents' kvip_preferred_nodes)")
     return None
 
 
 def lease_ranks(plan: ElectionPlan, services: Mapping[ServiceKey, ServiceView], eligible: Collection[ServiceKey],
-                node: NodeView | None) -> dict[LeaseKey, Rank]:
+                node: NodeView | None, global_preference: Preference | None = None) -> dict[LeaseKey, Rank]:
     """This node's rank for the Lease of every per-service-elected Service it is eligible for and that has a
     readable preference (an unreadable one is ignored: `preference_refusal` reports it). A shared Lease
-    (`kube-vip.io/leaseName`) follows the preference of its first Service (by namespace/name) that has one."""
+    (`kube-vip.io/leaseName`) follows the preference of its first Service (by namespace/name) that has one.
+    `global_preference` (the agent's kvip_preferred_nodes) ranks the global services Lease, if there is one."""
     ranks: dict[LeaseKey, Rank] = {}
+    if global_preference is not None and plan.mode is ElectionMode.GLOBAL and plan.global_lease is not None:
+        ranks[plan.global_lease] = Rank(global_preference.score(node), global_preference.top)
     for key in sorted(k for k in eligible if k in services):
         service = services[key]
         text = service.annotations.get(PREFERRED_NODES_ANNOTATION)

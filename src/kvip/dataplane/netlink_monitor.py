@@ -14,11 +14,14 @@ RTMGRP_IPV6_IFADDR = 0x100
 RTMGRP_IPV6_ROUTE = 0x400
 
 
-async def netlink_hints(netns: str | None, groups: int,
-                        relevant: Callable[[Mapping[str, Any]], bool]) -> AsyncIterator[None]:
+async def netlink_hints(netns: str | None, groups: int, relevant: Callable[[Mapping[str, Any]], bool],
+                        bound: Callable[[], None] | None = None) -> AsyncIterator[None]:
+    """`bound()` runs once the socket is subscribed: every change after it reaches `relevant`."""
     monitor = AsyncIPRoute(netns=netns, groups=groups)
     try:
         await monitor.bind()
+        if bound is not None:
+            bound()
         while True:
             # get() yields one batch of broadcast messages and ends; a burst makes one hint.
             hit = False

@@ -13,8 +13,9 @@ The table is not dumped on every pass (kvip issue #21: 63 ms at 10,000 routes): 
 dropped (one full dump on the next pass) on any foreign change or link change the monitor reports, a
 request that failed, the monitor (re)starting or ending (a netlink overrun ends it with an error), and
 `doubt()`, which the reconciler calls on every pass the resync timer, a retry or a resync request woke.
-(A foreign change in the instant between the monitor starting and its socket binding is seen by the next
-of those read-backs, at the latest one resync period later.)
+The monitor counts only once its socket is subscribed, and the view is dropped at that moment, so the dump
+that seeds a kept view always follows the subscription (list-then-watch): a foreign change before it is in
+the dump, one after it reaches the monitor.
 """
 
 from __future__ import annotations
@@ -194,14 +195,23 @@ class RouteTable(DataplaneBase):
     async def changes(self) -> AsyncIterator[None]:
         """A hint per burst of route changes in our table (or link changes, which move routes). While this
         runs, the view is kept; a monitor (re)starting or ending (overrun, error) drops it."""
-        self._monitors += 1
-        self.doubt()
+        subscribed = False
+
+        def count_in() -> None:
+            # List-then-watch: the monitor counts (so a dump may be kept) only once its socket is
+            # subscribed, and the view is dropped then, so the dump that seeds it is taken after that.
+            nonlocal subscribed
+            subscribed = True
+            self._monitors += 1
+            self.doubt()
+
         try:
             groups = RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE | RTMGRP_LINK
-            async for hint in netlink_hints(self._netns, groups, self._foreign):
+            async for hint in netlink_hints(self._netns, groups, self._foreign, bound=count_in):
                 yield hint
         finally:
-            self._monitors -= 1
+            if subscribed:
+                self._monitors -= 1
             self.doubt()
 
     def _foreign(self, msg: Mapping[str, Any]) -> bool:
@@ -211,7 +221,7 @@ class RouteTable(DataplaneBase):
         return foreign
 
     def status(self) -> Mapping[str, object]:
-        return {"readbacks": self.readbacks, "keptReads": self.kept_reads}
+        return {"readbacks": self.readbacks, "keptReads": self.kept_reads, "monitors": self._monitors}
 
     async def close(self) -> None:
         if self._batch is not None:

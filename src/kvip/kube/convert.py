@@ -24,10 +24,15 @@ Further limits live with the parsing: 16 VIPs per Service (`core.vips`), 32 comm
 
 from __future__ import annotations
 
+import json
+import sys
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from types import MappingProxyType
 from typing import Any
+
+import msgspec
 
 from kvip.core.model import (
     BadInput,
@@ -72,6 +77,12 @@ def _list(value: Any) -> list[Any]:
 
 def _str(value: Any) -> str | None:
     return value if isinstance(value, str) and value != "" else None
+
+
+def _shared(value: str | None) -> str | None:
+    """A text thousands of objects repeat (namespace, node, protocol, type, policy, annotation key), kept
+    once: interned strings are freed like any other when the last object holding them goes."""
+    return sys.intern(value) if value is not None and len(value) <= MAX_TEXT_CHARS else value
 
 
 def _string_map(value: Any) -> Mapping[str, str]:
@@ -140,7 +151,7 @@ def _annotations(value: Any, refusals: _Refusals) -> Mapping[str, str]:
         elif len(text) > MAX_ANNOTATION_CHARS:
             refusals.refuse(field, f"has {len(text)} characters, more than the limit of {MAX_ANNOTATION_CHARS}")
         else:
-            kept[key] = text
+            kept[sys.intern(key)] = text
     return MappingProxyType(kept)
 
 
@@ -158,29 +169,96 @@ def _service_ports(value: Any, refusals: _Refusals) -> tuple[PortView, ...]:
         if number is not None and _port_number(number) is None:
             refusals.refuse(f"{field}.port", f"is {shown(number, 16)}, not a port number 0-65535")
             continue
-        protocol = refusals.text(port.get("protocol"), f"{field}.protocol") or "TCP"
+        protocol = _shared(refusals.text(port.get("protocol"), f"{field}.protocol")) or "TCP"
         if protocol not in PROTOCOLS:
             refusals.refuse(f"{field}.protocol", f"is {shown(protocol, 16)}, not one of {', '.join(sorted(PROTOCOLS))}")
             continue
-        ports.append(PortView(refusals.text(port.get("name"), f"{field}.name"), number, protocol))
+        ports.append(PortView(_shared(refusals.text(port.get("name"), f"{field}.name")), number, protocol))
     return tuple(ports)
 
 
 def _slice_ports(value: Any) -> tuple[PortView, ...]:
-    return tuple(
-        PortView(_str(port.get("name")), _port_number(port.get("port")), _str(port.get("protocol")) or "TCP")
+    return _port_views(tuple(
+        (_str(port.get("name")), _port_number(port.get("port")), _str(port.get("protocol")) or "TCP")
         for port in (_map(raw) for raw in _list(value)[:MAX_PORTS])
-    )
+    ))
+
+
+@lru_cache(maxsize=1024)
+def _port_views(ports: tuple[tuple[str | None, int | None, str], ...]) -> tuple[PortView, ...]:
+    """One tuple of PortViews for every slice with the same ports (most slices of a cluster share a few)."""
+    return tuple(PortView(_shared(name), number, _shared(protocol) or "TCP") for name, number, protocol in ports)
+
+
+# -- decoding: only the fields read here (kvip issue #21) ----------------------------------------------
+# A list of 10,000 Services and 10,000 slices decoded whole into dicts is a transient 48 MiB (150 MiB
+# with the managedFields a real API server sends); decoding only what kvip reads skips the rest while
+# parsing. The fields read keep their JSON as it came (Any), so the checks above still refuse a wrong
+# type one field at a time; a body the envelope does not fit (metadata not an object) is decoded whole.
+
+
+class _Meta(msgspec.Struct):
+    name: Any = msgspec.UNSET
+    namespace: Any = msgspec.UNSET
+    uid: Any = msgspec.UNSET
+    resourceVersion: Any = msgspec.UNSET
+    annotations: Any = msgspec.UNSET
+    labels: Any = msgspec.UNSET
+
+
+class _Object(msgspec.Struct):  # a Service or an EndpointSlice
+    metadata: _Meta | msgspec.UnsetType = msgspec.UNSET
+    spec: Any = msgspec.UNSET
+    status: Any = msgspec.UNSET
+    endpoints: Any = msgspec.UNSET
+    ports: Any = msgspec.UNSET
+
+
+class _List(msgspec.Struct):
+    metadata: Any = msgspec.UNSET
+    items: list[_Object] | msgspec.UnsetType = msgspec.UNSET
+
+
+class _Event(msgspec.Struct):
+    type: Any = msgspec.UNSET
+    object: _Object | msgspec.UnsetType = msgspec.UNSET
+
+
+_LIST = msgspec.json.Decoder(_List)
+_EVENT = msgspec.json.Decoder(_Event)
+
+
+def decode_list(body: bytes | str) -> dict[str, Any]:
+    """A Service or EndpointSlice list, as json.loads would give it minus the fields never read. Its
+    `items` is an iterator: each object becomes a dict only when its turn comes, so the whole list is
+    never held twice (as structs and as dicts)."""
+    try:
+        listed = _LIST.decode(body)
+    except msgspec.MsgspecError:
+        decoded: dict[str, Any] = json.loads(body)
+        return decoded
+    items = () if listed.items is msgspec.UNSET else listed.items
+    return {**msgspec.to_builtins(msgspec.structs.replace(listed, items=msgspec.UNSET)),
+            "items": map(msgspec.to_builtins, items)}
+
+
+def decode_event(line: bytes | str) -> dict[str, Any]:
+    """One watch event, likewise; an ERROR event's Status is decoded whole."""
+    try:
+        decoded: dict[str, Any] = msgspec.to_builtins(_EVENT.decode(line))
+    except msgspec.MsgspecError:
+        return dict(json.loads(line))
+    return decoded if decoded.get("type") != "ERROR" else dict(json.loads(line))
 
 
 def object_key(obj: Mapping[str, Any]) -> ServiceKey:
-    meta = _map(obj.get("metadata"))
-    return ServiceKey(_str(meta.get("namespace")) or "", _str(meta.get("name")) or "")
+    meta = _map(obj.get("metadata"))  # the name too: each of the Service's slices names it again
+    return ServiceKey(_shared(_str(meta.get("namespace"))) or "", _shared(_str(meta.get("name"))) or "")
 
 
 def slice_key(obj: Mapping[str, Any]) -> SliceKey:
     meta = _map(obj.get("metadata"))
-    return (_str(meta.get("namespace")) or "", _str(meta.get("name")) or "")
+    return (_shared(_str(meta.get("namespace"))) or "", _str(meta.get("name")) or "")
 
 
 def node_name(obj: Mapping[str, Any]) -> str:
@@ -198,16 +276,16 @@ def service_view(obj: Mapping[str, Any]) -> ServiceView:
     return ServiceView(
         key=key,
         uid=refusals.text(meta.get("uid"), "metadata.uid") or "",
-        type=refusals.text(spec.get("type"), "spec.type") or "ClusterIP",
-        load_balancer_class=refusals.text(spec.get("loadBalancerClass"), "spec.loadBalancerClass"),
-        external_traffic_policy=refusals.text(spec.get("externalTrafficPolicy"),
-                                              "spec.externalTrafficPolicy") or "Cluster",
+        type=_shared(refusals.text(spec.get("type"), "spec.type")) or "ClusterIP",
+        load_balancer_class=_shared(refusals.text(spec.get("loadBalancerClass"), "spec.loadBalancerClass")),
+        external_traffic_policy=_shared(refusals.text(spec.get("externalTrafficPolicy"),
+                                                      "spec.externalTrafficPolicy")) or "Cluster",
         load_balancer_ip=refusals.text(spec.get("loadBalancerIP"), "spec.loadBalancerIP"),
         ingress_ips=tuple(ip for i, entry in enumerate(ingress)
                           if (ip := refusals.text(_map(entry).get("ip"), f"status.loadBalancer.ingress[{i}].ip"))),
-        ip_families=tuple(f for i, raw in enumerate(families)
+        ip_families=tuple(_shared(f) or "" for i, raw in enumerate(families)
                           if (f := refusals.text(raw, f"spec.ipFamilies[{i}]"))),
-        ip_family_policy=refusals.text(spec.get("ipFamilyPolicy"), "spec.ipFamilyPolicy") or "",
+        ip_family_policy=_shared(refusals.text(spec.get("ipFamilyPolicy"), "spec.ipFamilyPolicy")) or "",
         ports=_service_ports(spec.get("ports"), refusals),
         annotations=_annotations(meta.get("annotations"), refusals),
         resource_version=refusals.text(meta.get("resourceVersion"), "metadata.resourceVersion") or "",
@@ -229,7 +307,7 @@ def slice_service_key(obj: Mapping[str, Any]) -> ServiceKey | None:
     service = _str(_map(meta.get("labels")).get(SERVICE_NAME_LABEL))
     if service is None:
         return None
-    return ServiceKey(_str(meta.get("namespace")) or "", service)
+    return ServiceKey(_shared(_str(meta.get("namespace"))) or "", _shared(service) or "")
 
 
 def endpoint_views(obj: Mapping[str, Any]) -> tuple[EndpointView, ...]:
@@ -246,7 +324,7 @@ def endpoint_views(obj: Mapping[str, Any]) -> tuple[EndpointView, ...]:
         views.append(
             EndpointView(
                 addresses=tuple(a for a in addresses if isinstance(a, str) and len(a) <= MAX_TEXT_CHARS),
-                node_name=_str(endpoint.get("nodeName")),
+                node_name=_shared(_str(endpoint.get("nodeName"))),
                 ready=ready,
                 serving=_bool(conditions.get("serving"), ready),
                 terminating=_bool(conditions.get("terminating"), False),

@@ -30,10 +30,13 @@ from kvip.core.election_rules import (
     LeaseTiming,
     Step,
     fence_ends_at,
+    is_expired,
     is_fenced_holder,
+    lease_order,
     next_step,
     service_lease_key,
     spread_delay,
+    takeover_delay,
 )
 from kvip.core.preference import Rank, holder_annotations
 from kvip.kube.client import (
@@ -214,24 +217,30 @@ class LeaseElector:
         await asyncio.gather(*(bounded(lambda ns=ns: self._observe(ns, seen)) for ns in namespaces))
         now = self._clock()
         steps: list[tuple[LeaseKey, Step]] = []
-        # Load for spread_delay: wanted leases held per node as just listed, ours counting those we take.
+        # Load: wanted leases held per node as just listed, ours counting those we take this cycle; a
+        # node holding an expired lease is gone (or cut off) and does not count as a contender.
         load: dict[str, int] = {}
+        gone: set[str] = set()
         for key in wanted:
-            spec = (seen.get(key.namespace, {}).get(key.name) or {}).get("spec") or {}
-            if holder := spec.get("holderIdentity"):
-                load[holder] = load.get(holder, 0) + 1
-        mine = load.pop(self.identity, 0)
-        for key in sorted(wanted):
             record = self._records.setdefault(key, LeaseRecord(changed_at=now))
             if key.namespace in seen:
                 record.observe(seen[key.namespace].get(key.name), now)
                 if record.holder != self.identity:
                     record.renewed_at = None
-            elif not (record.exists and record.holder == self.identity):
+            if record.exists and record.holder is not None:
+                load[record.holder] = load.get(record.holder, 0) + 1
+                if record.holder != self.identity and is_expired(record, self.timing, now):
+                    gone.add(record.holder)
+        load = {node: count for node, count in load.items() if node not in gone}
+        mine = load.pop(self.identity, 0)
+        for key in sorted(wanted, key=lambda k: lease_order(self.identity, k, self._records[k].exists)):
+            record = self._records[key]
+            if key.namespace not in seen and not (record.exists and record.holder == self.identity):
                 continue  # namespace unreadable: only a renewal is safe blind (the resourceVersion guards it)
             step = next_step(record, identity=self.identity, timing=self.timing, now=now,
                              spread=0.0 if record.exists else spread_delay(
-                                 self.identity, key, self.timing, held=mine, others=load, wanted=len(wanted)))
+                                 self.identity, key, self.timing, held=mine, others=load, wanted=len(wanted)),
+                             takeover=takeover_delay(self.timing, held=mine, others=load, wanted=len(wanted)))
             step = self.handovers.plan(key, record, step, now)  # preference: defer, ask, or hand over
             if step is not Step.WAIT:
                 steps.append((key, step))

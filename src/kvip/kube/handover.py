@@ -15,6 +15,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from lightkube import AsyncClient
@@ -37,13 +38,36 @@ from kvip.core.preference import (
 from kvip.kube.errors import ApiFailure, classify, describe
 from kvip.kube.resources import Lease
 
-__all__ = ["DEFAULT_HOLDDOWN", "POLL_PERIOD", "Handovers", "lease_body", "micro_time"]
+__all__ = ["DEFAULT_HOLDDOWN", "DIRECTIONS", "POLL_PERIOD", "HandoverEvent", "HandoverReport", "Handovers",
+           "lease_body", "micro_time"]
 
 log = logging.getLogger("kvip.election")
 
 def micro_time(now: dt.datetime | None = None) -> str:
     """RFC 3339 with microseconds, as Kubernetes' MicroTime serializes."""
     return (now or dt.datetime.now(dt.UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+# Counted per node: asked (we wrote a request), received (a request of ours granted), refused (one of ours
+# cleared, outbid or unanswered), granted (we handed a Lease over to a requester).
+DIRECTIONS = ("asked", "received", "refused", "granted")
+
+
+@dataclass(frozen=True)
+class HandoverEvent:
+    direction: str  # one of DIRECTIONS but "asked"
+    peer: str | None  # the other node: the one we handed over to; None when we were the requester
+    at: float  # our clock
+
+
+@dataclass(frozen=True)
+class HandoverReport:
+    """For /status and metrics: counts by direction, our pending requests (lease, seconds waiting) and the
+    last handover outcome of each Lease we contend for (lease, event, seconds ago)."""
+
+    counts: Mapping[str, int]
+    pending: tuple[tuple[LeaseKey, float], ...]
+    last: tuple[tuple[LeaseKey, HandoverEvent, float], ...]
 
 
 POLL_PERIOD = 0.1  # how often a node with a request pending reads its Lease: the handover's gap is about this
@@ -80,6 +104,9 @@ class Handovers:
         self.pending: dict[LeaseKey, float] = {}  # our requests: when sent (our clock)
         self.handed_over = 0
         self.asked = 0
+        self.received = 0
+        self.refused = 0
+        self.last: dict[LeaseKey, HandoverEvent] = {}  # bounded by the Leases we contend for
         self.requests = 0  # API requests sent
         self._work: list[Callable[[], Awaitable[None]]] = []
 
@@ -93,7 +120,16 @@ class Handovers:
         gone = {k for k in self.pending if k not in wanted}
         for key in gone:
             del self.pending[key]
+        self.last = {k: e for k, e in self.last.items() if k in wanted}
         return gone
+
+    def report(self) -> HandoverReport:
+        now = self._clock()
+        return HandoverReport(
+            counts={"asked": self.asked, "received": self.received, "refused": self.refused,
+                    "granted": self.handed_over},
+            pending=tuple((k, now - sent) for k, sent in sorted(self.pending.items())),
+            last=tuple((k, e, now - e.at) for k, e in sorted(self.last.items(), key=lambda ke: -ke[1].at)))
 
     def plan(self, key: LeaseKey, record: LeaseRecord, step: Step, now: float) -> Step:
         """The elector's step for `key`, adjusted for preference; queues a request or a handover."""
@@ -105,9 +141,12 @@ class Handovers:
             if outcome is Outcome.WAITING:
                 return step
             del self.pending[key]
+            self.last[key] = HandoverEvent(outcome.value if outcome is Outcome.REFUSED else "received", None, now)
             if outcome is Outcome.GRANTED:
+                self.received += 1
                 log.info("lease %s handed over to us", key)
                 return step
+            self.refused += 1
             if key in self.ready_since:
                 self.ready_since[key] = now  # not granted: a whole hold-down before asking again
             return step
@@ -201,6 +240,7 @@ class Handovers:
             raise
         record.observe(dict(written), self._clock())
         self.handed_over += 1
+        self.last[key] = HandoverEvent("granted", to, self._clock())
         log.info("handed lease %s over to %s", key, to)
 
     async def _wait_withdrawn(self, since: float) -> bool:

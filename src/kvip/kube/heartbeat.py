@@ -19,7 +19,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from lightkube import AsyncClient
@@ -47,7 +47,10 @@ NODE_LEASE_PREFIX = "kvip-node-"
 LABEL = "kvip.io/heartbeat"
 MIN_INTERVAL = 1.0
 MAX_LISTED = 16
-DIGEST_HEX = 32  # 128 bits of sha256: collisions are not a concern at any cluster's VIP count
+DIGEST_HEX = 32  # 128 bits: collisions are not a concern at any cluster's VIP count
+DIGEST_V2 = "v2:"  # the incremental digest (`VipSetDigest`); no prefix: v1, read only
+DIGEST_KEY = b"kvip.io/vip-set-digest"
+DIGEST_MOD = 1 << 128
 # Issue #20: what an agent says of its settings and sessions (`AgentFacts`), beside its view.
 AGENT_SELECTOR_ANNOTATION = "kvip.io/agent-node-selector"  # its kvip_node_selector, as written ("" = none)
 BGP_PEERS_ANNOTATION = "kvip.io/bgp-peers"  # Established peers → IP versions exported to each ("" = not BGP)
@@ -59,18 +62,91 @@ def node_lease_name(node: str) -> str:
     return f"{NODE_LEASE_PREFIX}{node}"
 
 
+def vip_hash(vip: str) -> int:
+    """One VIP's share of a v2 digest: 128 bits of keyed BLAKE2b (the key only separates this use)."""
+    return int.from_bytes(hashlib.blake2b(vip.encode(), digest_size=16, key=DIGEST_KEY).digest(), "big")
+
+
+# vip_hash of each VIP seen, so the audit's from-scratch sums cost a dict lookup (in C) per VIP.
+_HASHES: dict[str, int] = {}
+HASH_MEMO_LIMIT = 1 << 16
+
+
+def vip_sum(vips: Collection[str]) -> int:
+    """The sum of `vip_hash` over `vips` (unique), not yet reduced mod 2^128."""
+    found = list(map(_HASHES.get, vips))
+    if None in found:
+        if len(_HASHES) + len(vips) > HASH_MEMO_LIMIT:
+            _HASHES.clear()
+        _HASHES.update((v, vip_hash(v)) for v in vips if v not in _HASHES)
+        found = list(map(_HASHES.__getitem__, vips))
+    return sum(found)  # type: ignore[arg-type]
+
+
+def _v2(total: int) -> str:
+    return f"{DIGEST_V2}{total % DIGEST_MOD:032x}"
+
+
 @dataclass(frozen=True)
 class VipSetDigest:
+    """A VIP set's size and digest. v2 (`v2:` + 32 hex): the sum mod 2^128 of each VIP's `vip_hash`, so
+    an agent keeps it up to date from a pass's added/removed VIPs (`VipSetSum`) instead of sorting and
+    hashing every VIP each pass. v1 (32 hex, no prefix): sha256 of the sorted VIPs, written by kvip
+    before that; still read, so an audit works while agents of both versions run (a rolling upgrade)."""
+
     count: int
     digest: str
 
     @classmethod
     def of(cls, vips: Iterable[str]) -> VipSetDigest:
+        unique = set(vips)
+        return cls(len(unique), _v2(vip_sum(unique)))
+
+    @classmethod
+    def v1(cls, vips: Iterable[str]) -> VipSetDigest:
         unique = sorted(set(vips))
         return cls(len(unique), hashlib.sha256("\n".join(unique).encode()).hexdigest()[:DIGEST_HEX])
 
     def matches(self, vips: Collection[str]) -> bool:
-        return self == VipSetDigest.of(vips)
+        """Whether `vips` is the set this digest was taken of, in the digest's own version."""
+        if self.count != len(unique := set(vips)):
+            return False
+        return self == (VipSetDigest.of(unique) if self.digest.startswith(DIGEST_V2) else VipSetDigest.v1(unique))
+
+
+class VipSetSum:
+    """One VIP set's v2 digest, kept from pass to pass: each update hashes only what was added or removed
+    (two set differences in C find them). From scratch on the first update, when more than half the set
+    changed (no dearer then), and on `verify()` (the heartbeat calls it once per period: a doubt check)."""
+
+    def __init__(self) -> None:
+        self._members: frozenset[str] | set[str] = frozenset()
+        self._total: int | None = None
+        self.recomputed = 0  # from-scratch sums (tests)
+
+    def update(self, vips: Collection[str]) -> VipSetDigest:
+        new = vips if isinstance(vips, (set, frozenset)) else set(vips)
+        old = self._members
+        if self._total is None or new is not old:
+            added, removed = new - old, old - new  # (two C passes; string hashes are cached)
+            if self._total is None or len(added) + len(removed) > len(new) // 2:
+                self._total = vip_sum(new)
+                self.recomputed += 1
+            else:
+                self._total += vip_sum(added) - vip_sum(removed)
+            self._members = new
+        return VipSetDigest(len(new), _v2(self._total))
+
+    @property
+    def members(self) -> Collection[str]:
+        return self._members
+
+    def verify(self) -> bool:
+        """Recompute from scratch; False (and the sum repaired) if the kept one had drifted."""
+        total = sum(map(vip_hash, self._members))  # (not the memo: this is the check)
+        kept, self._total = self._total, total
+        self.recomputed += 1
+        return kept is None or kept % DIGEST_MOD == total % DIGEST_MOD
 
 
 @dataclass(frozen=True)
@@ -86,9 +162,14 @@ class NodeView:
 
     @classmethod
     def of(cls, advertised: Iterable[str], desired: Iterable[str], *, mode: str = "",
-           drift: Iterable[str] = ()) -> NodeView:
-        have, want = set(advertised), set(desired)
-        return cls(VipSetDigest.of(have), VipSetDigest.of(want), tuple(sorted(want - have)[:MAX_LISTED]),
+           drift: Iterable[str] = (), sums: tuple[VipSetSum, VipSetSum] | None = None) -> NodeView:
+        """`sums`: the advertised and desired digests kept from the previous view (`VipSetSum`), so only
+        this view's changes are hashed; the answer is the same as without."""
+        have = advertised if isinstance(advertised, (set, frozenset)) else set(advertised)
+        want = desired if isinstance(desired, (set, frozenset)) else set(desired)
+        digests = (VipSetDigest.of(have), VipSetDigest.of(want)) if sums is None else (
+            sums[0].update(have), sums[1].update(want))
+        return cls(*digests, tuple(sorted(want - have)[:MAX_LISTED]),
                    tuple(sorted(have - want)[:MAX_LISTED]), mode, tuple(drift)[:MAX_LISTED])
 
     def annotations(self) -> dict[str, str]:
@@ -184,9 +265,11 @@ class HeartbeatPublisher:
         self._last_write = 0.0
         self._wake = asyncio.Event()
         self._warned = False
+        self._sums = (VipSetSum(), VipSetSum())  # advertised, desired: kept digests (issue #21)
 
     def report(self, advertised: Iterable[str], desired: Iterable[str], drift: Iterable[str] = ()) -> None:
-        self._pending = NodeView.of(advertised, desired, mode=self._mode, drift=drift)
+        # The caller hands the sets over (a pass builds new ones): the kept digests remember them.
+        self._pending = NodeView.of(advertised, desired, mode=self._mode, drift=drift, sums=self._sums)
         if self._pending != self._published or self.facts() != self._facts_written:
             self._wake.set()
 
@@ -202,6 +285,11 @@ class HeartbeatPublisher:
             since = time.monotonic() - self._last_write
             if self._pending == self._published and since < self._period and self.facts() == self._facts_written:
                 continue
+            if self._pending == self._published and [s for s in self._sums if not s.verify()]:  # (both checked)
+                # Never seen: the kept sums are exact arithmetic. Checked once per period all the same.
+                log.warning("heartbeat digest drifted from its VIP set; recomputed")
+                advertised, desired = (s.update(s.members) for s in self._sums)
+                self._pending = replace(self._pending, advertised=advertised, desired=desired)
             if since < MIN_INTERVAL:
                 # A burst of changes becomes one write: the audit reads a settled view.
                 await asyncio.sleep(MIN_INTERVAL - since)

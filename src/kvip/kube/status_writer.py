@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
 
 from lightkube import AsyncClient
@@ -98,9 +98,13 @@ class ServiceStatusWriter:
         self._unsettled: set[ServiceKey] = set()  # status still differs (queued, echo due, queue full)
         self.compared = 0  # Services compared by the last report (tests, bench)
 
-    def report(self, state: DesiredState, services: Mapping[ServiceKey, ServiceView]) -> None:
-        """`services`: a mapping that is not changed in place afterwards (a cache snapshot's)."""
-        keys = changed_keys(self._decisions, state.decisions) | changed_keys(self._services, services)
+    def report(self, state: DesiredState, services: Mapping[ServiceKey, ServiceView],
+               changed: Collection[ServiceKey] | None = None) -> None:
+        """`services`: a mapping that is not changed in place afterwards (a cache snapshot's). `changed`:
+        the Services whose decision differs from the previous pass's, when the reconciler knows them (it
+        compared the decisions already: comparing them again cost ~1 ms a pass at 10,000)."""
+        decided = changed_keys(self._decisions, state.decisions) if changed is None else set(changed)
+        keys = decided | changed_keys(self._services, services)
         keys |= self._unsettled
         self._decisions, self._services = state.decisions, services
         self.compared = len(keys)
