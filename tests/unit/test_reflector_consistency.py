@@ -16,7 +16,7 @@ from kvip.kube import convert, reflector
 from kvip.kube.consistency import list_versions
 from kvip.kube.reflector import Reflector
 from kvip.kube.resources import EndpointSlice, Service
-from kvip.lab.apiserver import StandIn
+from kvip.lab.apiserver import StandIn, serving
 from kvip.lab.objects import Endpoint, endpoint_slice, load_balancer_service, namespace
 
 CHECK = 0.4  # the check period of these tests (seconds)
@@ -24,16 +24,11 @@ CHECK = 0.4  # the check period of these tests (seconds)
 
 @pytest.fixture
 async def api() -> AsyncIterator[StandIn]:
-    standin = StandIn(bookmark_interval=0.2)
-    await standin.start()
-    standin.create(namespace("default"))
-    for name in ("web", "db", "cache"):
-        standin.create(load_balancer_service(name, vips=["10.96.0.1"]))
-        standin.create(endpoint_slice(name, [Endpoint("10.244.0.1", "node-a")]))
-    try:
+    async with serving(namespaces=("default",), bookmark_interval=0.2) as standin:
+        for name in ("web", "db", "cache"):
+            standin.create(load_balancer_service(name, vips=["10.96.0.1"]))
+            standin.create(endpoint_slice(name, [Endpoint("10.244.0.1", "node-a")]))
         yield standin
-    finally:
-        await standin.close()
 
 
 @pytest.fixture

@@ -15,22 +15,17 @@ from lightkube import AsyncClient, KubeConfig
 from kvip.kube import convert
 from kvip.kube.reflector import Reflector
 from kvip.kube.resources import EndpointSlice
-from kvip.lab.apiserver import StandIn
-from kvip.lab.objects import Endpoint, endpoint_slice, namespace
+from kvip.lab.apiserver import StandIn, serving
+from kvip.lab.objects import Endpoint, endpoint_slice
 from kvip.runtime.tasks import wait_event
 
 
 @pytest.fixture
 async def api() -> AsyncIterator[StandIn]:
-    standin = StandIn(bookmark_interval=0.2)
-    await standin.start()
-    standin.create(namespace("default"))
-    for name in ("web", "db", "cache"):
-        standin.create(endpoint_slice(name, [Endpoint("10.244.0.1", "node-a")]))
-    try:
+    async with serving(namespaces=("default",), bookmark_interval=0.2) as standin:
+        for name in ("web", "db", "cache"):
+            standin.create(endpoint_slice(name, [Endpoint("10.244.0.1", "node-a")]))
         yield standin
-    finally:
-        await standin.close()
 
 
 @pytest.fixture

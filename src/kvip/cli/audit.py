@@ -25,16 +25,7 @@ from kvip.core.leases import ElectionPlan, leadership_from_leases
 from kvip.core.model import CONTROL_PLANE_KEY, ControlPlaneState, ElectionMode
 from kvip.core.node_selector import InvalidSelector, NodeSelector, parse_selector
 from kvip.kube import convert
-from kvip.kube.heartbeat import (
-    LABEL,
-    NODE_LEASE_PREFIX,
-    AgentFacts,
-    NodeView,
-    UnreadableHeartbeat,
-    facts_from_annotations,
-    resolve_advertised,
-    view_from_annotations,
-)
+from kvip.kube.heartbeat import AgentFacts, NodeView, heartbeat_lease, resolve_advertised
 
 
 @dataclass(frozen=True)
@@ -205,32 +196,14 @@ def audit(
                        dataplane=dataplane_drift({n: h.view for n, h in fresh.items()}))
 
 
-def parse_time(text: str | None) -> dt.datetime | None:
-    if not text:
-        return None
-    for fmt in ("%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ"):
-        try:
-            return dt.datetime.strptime(text, fmt).replace(tzinfo=dt.timezone.utc)
-        except ValueError:
-            continue
-    return None
-
-
 def heartbeats_from_leases(leases: Sequence[Mapping[str, Any]], now: dt.datetime) -> dict[str, Heartbeat]:
     beats = {}
-    for lease in leases:
-        meta = lease.get("metadata") or {}
-        name = meta.get("name", "")
-        if not name.startswith(NODE_LEASE_PREFIX) or (meta.get("labels") or {}).get(LABEL) != "true":
+    for obj in leases:
+        lease = heartbeat_lease(obj)
+        if lease is None:
             continue
-        node = name[len(NODE_LEASE_PREFIX):]
-        try:
-            view: NodeView | None = view_from_annotations(meta.get("annotations") or {})
-        except UnreadableHeartbeat:
-            view = None
-        renewed = parse_time((lease.get("spec") or {}).get("renewTime"))
-        age = (now - renewed).total_seconds() if renewed else float("inf")
-        beats[node] = Heartbeat(node, view, age, facts_from_annotations(meta.get("annotations") or {}))
+        age = now.timestamp() - lease.renewed if lease.renewed is not None else float("inf")
+        beats[lease.node] = Heartbeat(lease.node, lease.view, age, lease.facts)
     return beats
 
 

@@ -14,7 +14,6 @@ logged once and never touches routes.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import time
 from collections.abc import Iterable, Mapping
@@ -35,14 +34,11 @@ from kvip.core.decide import DecideConfig
 from kvip.core.model import ClusterSnapshot, DesiredState, ServiceKey
 from kvip.kube.errors import describe
 from kvip.kube.heartbeat import (
-    LABEL,
     NODE_LEASE_PREFIX,
     AgentFacts,
     NodeView,
-    UnreadableHeartbeat,
-    facts_from_annotations,
+    heartbeat_lease,
     resolve_advertised,
-    view_from_annotations,
 )
 from kvip.kube.reflector import Reflector
 from kvip.kube.resources import Lease, Service
@@ -67,15 +63,6 @@ class Beat:
         return now - self.renewed <= self.duration
 
 
-def _epoch(text: Any) -> float:
-    for fmt in ("%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ"):
-        try:
-            return dt.datetime.strptime(str(text), fmt).replace(tzinfo=dt.UTC).timestamp()
-        except ValueError:
-            continue
-    return 0.0
-
-
 def lease_node(obj: Mapping[str, Any]) -> str:
     name = str((obj.get("metadata") or {}).get("name", ""))
     return name[len(NODE_LEASE_PREFIX):] if name.startswith(NODE_LEASE_PREFIX) else f"/{name}"
@@ -83,17 +70,10 @@ def lease_node(obj: Mapping[str, Any]) -> str:
 
 def beat_entry(obj: Mapping[str, Any]) -> tuple[str, Beat] | None:
     """A heartbeat Lease as (node, Beat); any other Lease of the namespace: None."""
-    meta, spec = obj.get("metadata") or {}, obj.get("spec") or {}
-    if not str(meta.get("name", "")).startswith(NODE_LEASE_PREFIX) or (meta.get("labels") or {}).get(LABEL) != "true":
+    lease = heartbeat_lease(obj)
+    if lease is None:
         return None
-    try:
-        view: NodeView | None = view_from_annotations(meta.get("annotations") or {})
-    except UnreadableHeartbeat:
-        view = None
-    duration = spec.get("leaseDurationSeconds")
-    return lease_node(obj), Beat(view, _epoch(spec.get("renewTime")),
-                                 float(duration) if isinstance(duration, int) and duration > 0 else 90.0,
-                                 facts_from_annotations(meta.get("annotations") or {}))
+    return lease.node, Beat(lease.view, lease.renewed or 0.0, lease.duration or 90.0, lease.facts)
 
 
 def _renewal_only(old: Beat | None, new: Beat) -> bool:

@@ -14,6 +14,7 @@ heartbeat is due (every resync period); a failure to write is logged once and ne
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -236,6 +237,44 @@ def view_from_annotations(annotations: Mapping[str, str]) -> NodeView:
                         annotations.get(MODE_ANNOTATION, ""), _vips(annotations.get(DRIFT_ANNOTATION, "[]")))
     except (KeyError, ValueError) as exc:
         raise UnreadableHeartbeat(str(exc)) from exc
+
+
+@dataclass(frozen=True)
+class HeartbeatLease:
+    """A node's heartbeat Lease as its readers (the advertised-by writer, `kvip audit`) take it."""
+
+    node: str
+    view: NodeView | None  # None: unreadable (damaged, or written by something else)
+    facts: AgentFacts
+    renewed: float | None  # renewTime in epoch seconds; None: unset or unreadable
+    duration: float | None  # leaseDurationSeconds when a positive integer
+
+
+def heartbeat_lease(obj: Mapping[str, Any]) -> HeartbeatLease | None:
+    """One Lease of the heartbeat namespace read as a heartbeat; None for any other Lease there."""
+    meta, spec = obj.get("metadata") or {}, obj.get("spec") or {}
+    name = str(meta.get("name", ""))
+    if not name.startswith(NODE_LEASE_PREFIX) or (meta.get("labels") or {}).get(LABEL) != "true":
+        return None
+    annotations = meta.get("annotations") or {}
+    try:
+        view: NodeView | None = view_from_annotations(annotations)
+    except UnreadableHeartbeat:
+        view = None
+    duration = spec.get("leaseDurationSeconds")
+    return HeartbeatLease(name[len(NODE_LEASE_PREFIX):], view, facts_from_annotations(annotations),
+                          _epoch(spec.get("renewTime")),
+                          float(duration) if isinstance(duration, int) and duration > 0 else None)
+
+
+def _epoch(text: Any) -> float | None:
+    """A Kubernetes (Micro)Time as epoch seconds."""
+    for fmt in ("%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ"):
+        try:
+            return dt.datetime.strptime(str(text), fmt).replace(tzinfo=dt.UTC).timestamp()
+        except ValueError:
+            continue
+    return None
 
 
 def resolve_advertised(view: NodeView, expected: Collection[str]) -> frozenset[str] | None:

@@ -250,7 +250,8 @@ class _Refuse(asyncio.Protocol):
 @contextlib.asynccontextmanager
 async def serving(*, namespaces: Iterable[str] = ("default", "kube-system"),
                   **standin_kwargs: Any) -> AsyncIterator[StandIn]:
-    """A started stand-in holding `namespaces`, stopped on exit: what most in-process tests start from."""
+    """A started stand-in holding `namespaces`, closed on exit (its sockets too): what most in-process tests
+    start from."""
     standin = StandIn(**standin_kwargs)
     await standin.start()
     try:
@@ -258,7 +259,7 @@ async def serving(*, namespaces: Iterable[str] = ("default", "kube-system"),
             standin.create(namespace(name))
         yield standin
     finally:
-        await standin.stop()
+        await standin.close()
 
 
 class StandInThread:
