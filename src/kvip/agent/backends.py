@@ -1,19 +1,28 @@
-"""The dataplane backends of an agent's mode (routes, ARP/NDP, BGP) and of Service egress, and its Lease
-elector, built from its configuration."""
+"""The dataplane backends of an agent's mode (routes, ARP/NDP, BGP) and of Service egress, its Lease
+elector, and its optional parts (control-plane VIP, advertised-by writer, health probes), built from its
+configuration. Each optional part's modules are imported only when configured (kvip issue #21: memory)."""
 
 from __future__ import annotations
 
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
 from kvip.agent.metrics import HandoverCollector
 from kvip.config.agent import AgentConfig, Mode
+from kvip.core.decide import DecideConfig
 from kvip.dataplane.base import Dataplane
 from kvip.kube.election import LeaseElector
 from kvip.reconcile import ReconcileResult
+
+if TYPE_CHECKING:
+    from lightkube import AsyncClient
+
+    from kvip.agent.control_plane import ControlPlane
+    from kvip.agent.probes import ProbeScheduler
+    from kvip.kube.advertised_by import AdvertisedByWriter
 
 
 class AgentError(Exception):
@@ -45,6 +54,34 @@ def service_elector(config: AgentConfig, client: Any, on_change: Callable[[], No
     if registry is not None:
         registry.register(HandoverCollector(elector.handovers.report))
     return elector
+
+
+def control_plane_of(config: AgentConfig, on_change: Callable[[str], None]) -> ControlPlane | None:
+    """The control-plane VIP's health and state (cp_enable), else None."""
+    if not config.cp_enable:
+        return None
+    from kvip.agent.control_plane import ControlPlane
+
+    return ControlPlane(config, on_change=on_change)
+
+
+def advertised_by_writer(config: AgentConfig, client: AsyncClient, decide: DecideConfig) -> AdvertisedByWriter | None:
+    """kvip.io/advertised-by on the Services (kvip_advertised_by, unless disable_service_updates), else None."""
+    if not config.advertised_by or config.disable_service_updates:
+        return None
+    from kvip.kube.advertised_by import AdvertisedByWriter
+
+    return AdvertisedByWriter(client, node_name=config.node_name, namespace=config.namespace, config=decide,
+                              period=config.resync_period)
+
+
+def probe_scheduler(config: AgentConfig, on_change: Callable[[], None]) -> ProbeScheduler | None:
+    """The health probes of the Services that ask for them (probe settings configured), else None."""
+    if config.probe_settings is None:
+        return None
+    from kvip.agent.probes import ProbeScheduler
+
+    return ProbeScheduler(config.probe_settings, on_change=on_change)
 
 
 def mode_backends(config: AgentConfig, on_conflict: Callable[[Any, str], None]) -> list[Dataplane[Any]]:

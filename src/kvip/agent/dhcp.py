@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lightkube import AsyncClient
 
@@ -31,17 +31,26 @@ from kvip.core.dhcp_timers import LeaseState, held_address
 from kvip.core.incremental import changed_keys
 from kvip.core.model import ServiceKey, ServiceView
 from kvip.dataplane.dhcp import macvlan
-from kvip.dataplane.dhcp.client import V4
-from kvip.dataplane.dhcp.client6 import V6
-from kvip.dataplane.dhcp.lease_client import LeaseClient, LeaseProtocol, send_release
 from kvip.kube.errors import describe
 from kvip.kube.resources import Service
 from kvip.reconcile import ReconcileResult
 
+if TYPE_CHECKING:
+    from kvip.dataplane.dhcp.lease_client import LeaseClient, LeaseProtocol
+
 log = logging.getLogger("kvip.dhcp")
 
 
-PROTOCOLS: tuple[LeaseProtocol[Any, Any], ...] = (V4, V6)  # DHCPv4 first: started, stopped, released first
+FAMILIES = (4, 6)  # DHCPv4 first: started, stopped, released first
+
+
+def protocols() -> tuple[LeaseProtocol[Any, Any], ...]:
+    """The DHCPv4 and DHCPv6 clients' protocols, in FAMILIES' order. Their modules are loaded by the first
+    client started (most nodes never run one: kvip issue #21, memory)."""
+    from kvip.dataplane.dhcp.client import V4
+    from kvip.dataplane.dhcp.client6 import V6
+
+    return (V4, V6)
 
 
 @dataclass
@@ -71,7 +80,7 @@ class DhcpRunner:
         # (kvip issue #21: asking every advertised Service whether it wants DHCP cost 27 ms at 10,000).
         self._decisions: Mapping[ServiceKey, object] = {}
         self._views: Mapping[ServiceKey, ServiceView] = {}
-        self._running: dict[int, dict[ServiceKey, _Running]] = {p.family: {} for p in PROTOCOLS}  # by family
+        self._running: dict[int, dict[ServiceKey, _Running]] = {family: {} for family in FAMILIES}
         self._written: dict[ServiceKey, dict[str, str]] = {}
         self._failed: dict[ServiceKey, str] = {}
         self._wake = asyncio.Event()
@@ -162,7 +171,9 @@ class DhcpRunner:
                 self._on_change()
             return
         self._failed.pop(key, None)
-        for protocol in PROTOCOLS:
+        from kvip.dataplane.dhcp.lease_client import LeaseClient
+
+        for protocol in protocols():
             if protocol.family in ask.families and key not in self._running[protocol.family]:
                 client = LeaseClient(protocol, ask, self._on_change)
                 task = asyncio.create_task(self._supervised(client), name=f"{protocol.name.lower()}-{key}")
@@ -180,6 +191,8 @@ class DhcpRunner:
             await asyncio.sleep(2.0)
 
     async def _stop(self, key: ServiceKey, *, moved: bool = False) -> None:
+        from kvip.dataplane.dhcp.lease_client import send_release
+
         ask = self._ask(key)
         stopped = [r for r in (running.pop(key, None) for running in self._running.values()) if r is not None]
         for r in stopped:

@@ -12,18 +12,20 @@ from typing import Any
 
 from lightkube import AsyncClient
 
-from kvip.config.agent import AgentConfig
+from kvip.config.agent import AgentConfig, Mode
 from kvip.dataplane.base import Dataplane
 from kvip.kube.heartbeat import HeartbeatPublisher
 
 
 def heartbeat_publisher(client: AsyncClient, config: AgentConfig, backends: Iterable[Dataplane[Any]]
                         ) -> HeartbeatPublisher:
-    # Imported here, as agent.backends does: only BGP mode needs the speaker's modules.
-    from kvip.dataplane.bird.speaker import BgpSpeaker
+    bgp_peers = None
+    if config.mode is Mode.BGP:  # only BGP mode has a speaker: another mode never loads BIRD's modules
+        from kvip.dataplane.bird.speaker import BgpSpeaker
 
-    speakers = [b for b in backends if isinstance(b, BgpSpeaker)]
+        speakers = [b for b in backends if isinstance(b, BgpSpeaker)]
+        bgp_peers = speakers[0].exported_peers if speakers else None
     return HeartbeatPublisher(client, node_name=config.node_name, namespace=config.namespace,
                               mode=config.mode.value, period=config.resync_period,
                               node_selector=config.node_selector.text if config.node_selector is not None else "",
-                              bgp_peers=speakers[0].exported_peers if speakers else None)
+                              bgp_peers=bgp_peers)

@@ -134,6 +134,14 @@ class ProbeScheduler:
     def verdicts(self) -> ProbeVerdicts:
         return ProbeVerdicts(self._failing)
 
+    def observe(self, snapshot: ClusterSnapshot, node: str, default_kind: str = "tcp"
+                ) -> tuple[ProbeVerdicts, tuple[BadInput, ...]]:
+        """A pass's view: probe what `snapshot` asks of this node (probe_plan); the verdicts so far, and the
+        probe annotations refused (reported with decide()'s problems)."""
+        plan = probe_plan(snapshot, node, default_kind)
+        self.set_targets(plan.targets)
+        return self.verdicts(), plan.problems
+
     async def run(self) -> None:
         while True:
             await self.probe_all()

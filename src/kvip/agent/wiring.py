@@ -18,18 +18,23 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lightkube import AsyncClient
 
-from kvip.agent.backends import AgentError, default_backends, service_elector
-from kvip.agent.control_plane import ControlPlane
+from kvip.agent.backends import (
+    AgentError,
+    advertised_by_writer,
+    control_plane_of,
+    default_backends,
+    probe_scheduler,
+    service_elector,
+)
 from kvip.agent.dataplane_report import DataplaneReport, egress_table
 from kvip.agent.dhcp import DhcpRunner
 from kvip.agent.heartbeat_facts import heartbeat_publisher
 from kvip.agent.http import AgentView, HttpLimits, serve_local, serve_public
 from kvip.agent.metrics import AgentMetrics
-from kvip.agent.probes import ProbeScheduler, probe_plan
 from kvip.agent.status_doc import handover_sections, status_document, with_dataplane
 from kvip.agent.supervise import supervise
 from kvip.config.agent import AgentConfig
@@ -54,13 +59,15 @@ from kvip.core.policy import (
 )
 from kvip.core.preference import lease_ranks
 from kvip.dataplane.base import Dataplane
-from kvip.kube.advertised_by import AdvertisedByWriter
 from kvip.kube.cache import ClusterCache
 from kvip.kube.election import LeaseElector, LeaseKey, agent_clients, local_endpoint
 from kvip.kube.events import EventRecorder
 from kvip.kube.status_writer import ServiceStatusWriter
 from kvip.reconcile import Reconciler, ReconcileResult, reported_vips
 from kvip.runtime.tasks import Trigger, cancel_and_wait
+
+if TYPE_CHECKING:  # loaded only by an agent configured to use it (kvip issue #21: memory)
+    from kvip.agent.control_plane import ControlPlane
 
 __all__ = ["Agent", "AgentError", "default_backends", "supervise"]
 
@@ -90,8 +97,7 @@ class Agent:
             check_period=config.check_period, namespace=config.svc_namespace, services=config.svc_enable,
         )
         # The control-plane VIP (cp_enable): one more input of the same decide(), on its own Lease.
-        self.control_plane = control_plane or (ControlPlane(config, on_change=self.trigger.fire)
-                                               if config.cp_enable else None)
+        self.control_plane = control_plane or control_plane_of(config, self.trigger.fire)
         self.backends = list(backends) if backends is not None else default_backends(config, self._on_conflict)
         self.metrics = AgentMetrics(config.node_name, self.cache.statuses, mode=config.mode.value,
                                     staleness=lambda: self.cache.stale_for(time.monotonic()))
@@ -119,13 +125,9 @@ class Agent:
         )
         self._decide_config = config.decide_config()
         self._decider = IncrementalDecider(self._decide_config)
-        self.advertised_by = (AdvertisedByWriter(self.client, node_name=config.node_name, namespace=config.namespace,
-                                                 config=self._decide_config, period=config.resync_period)
-                              if config.advertised_by and not config.disable_service_updates else None)
-        self.probes: ProbeScheduler | None = None
+        self.advertised_by = advertised_by_writer(config, self.client, self._decide_config)
+        self.probes = probe_scheduler(config, lambda: self.trigger.fire("probe"))
         self.probe_problems: tuple[BadInput, ...] = ()
-        if config.probe_settings is not None:
-            self.probes = ProbeScheduler(config.probe_settings, on_change=lambda: self.trigger.fire("probe"))
         self._api_loss = ApiLossState()
         self._memo: tuple[ClusterSnapshot, tuple[Any, ...], DesiredState] | None = None
         self._cp_seen: Any = None
@@ -149,11 +151,8 @@ class Agent:
             snapshot = ClusterSnapshot(services={}, endpoints={}, node=snapshot.node)
         leadership = self.leadership(snapshot)
         verdicts = ProbeVerdicts()
-        if self.probes is not None:
-            plan = probe_plan(snapshot, self.config.node_name, self.config.probes)
-            self.probes.set_targets(plan.targets)
-            self.probe_problems = plan.problems  # refused probe annotations, reported with decide()'s
-            verdicts = self.probes.verdicts()
+        if self.probes is not None:  # (refused probe annotations are reported with decide()'s problems)
+            verdicts, self.probe_problems = self.probes.observe(snapshot, self.config.node_name, self.config.probes)
         # decide() is pure: the same inputs give the same answer, so a pass woken only by the
         # dataplane (netlink echo of our own change, tampering) skips straight to the diff; any other
         # pass decides again only what changed (kvip.core.incremental, proved equal to decide()).

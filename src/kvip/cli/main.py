@@ -103,8 +103,10 @@ async def _run_controller(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_lab_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_lab_parser(sub: argparse._SubParsersAction, *, with_arguments: bool = True) -> None:  # type: ignore[type-arg]
     lab = sub.add_parser("lab", help="run the embedded lab: API stand-in, node namespaces, BGP router")
+    if not with_arguments:
+        return
     lab_sub = lab.add_subparsers(dest="lab_command")
     api = lab_sub.add_parser("apiserver", help="run only the Kubernetes API stand-in")
     api.add_argument("--host", default="127.0.0.1")
@@ -117,29 +119,50 @@ def _add_lab_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
     add_lab_arguments(lab)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from kvip.config.agent import add_agent_arguments
-    from kvip.config.controller import add_controller_arguments
-
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Every subcommand, each with its arguments; with `command`, only that subcommand's arguments are
+    added (the others keep their name and help line): `kvip agent` then never loads the lab, the
+    manifests or the status tools just to describe flags it will not parse (kvip issue #21: 2.4 MiB)."""
     parser = argparse.ArgumentParser(prog="kvip", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+
+    def wanted(name: str) -> bool:
+        return command is None or command == name
+
     agent = sub.add_parser("agent", help="run the per-node agent (DaemonSet)")
-    add_agent_arguments(agent)
-    from kvip.cli.tools import add_audit_arguments, add_status_arguments
+    if wanted("agent"):
+        from kvip.config.agent import add_agent_arguments
 
-    add_controller_arguments(sub.add_parser(
-        "controller", help="leader-elected LoadBalancer IP allocator (kubevip ConfigMap)"))
-    from kvip.deploy.manifests import add_manifest_arguments
+        add_agent_arguments(agent)
+    controller = sub.add_parser("controller", help="leader-elected LoadBalancer IP allocator (kubevip ConfigMap)")
+    if wanted("controller"):
+        from kvip.config.controller import add_controller_arguments
 
-    add_manifest_arguments(sub.add_parser("manifest", help="print DaemonSet/Pod/controller manifests with least-privilege RBAC"))
-    add_status_arguments(sub.add_parser("status", help="this node's agent: sources, decisions, problems"))
-    add_audit_arguments(sub.add_parser("audit", help="cluster-wide: should-advertise vs does-advertise per VIP"))
-    _add_lab_parser(sub)
+        add_controller_arguments(controller)
+    manifest = sub.add_parser("manifest", help="print DaemonSet/Pod/controller manifests with least-privilege RBAC")
+    if wanted("manifest"):
+        from kvip.deploy.manifests import add_manifest_arguments
+
+        add_manifest_arguments(manifest)
+    status = sub.add_parser("status", help="this node's agent: sources, decisions, problems")
+    audit = sub.add_parser("audit", help="cluster-wide: should-advertise vs does-advertise per VIP")
+    if wanted("status") or wanted("audit"):
+        from kvip.cli.tools import add_audit_arguments, add_status_arguments
+
+        add_status_arguments(status)
+        add_audit_arguments(audit)
+    _add_lab_parser(sub, with_arguments=wanted("lab"))
     return parser
 
 
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The subcommand `argv` names (its first word: `kvip` has no options of its own but -h), else None."""
+    return argv[0] if argv and not argv[0].startswith("-") else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(_command_of(argv)).parse_args(argv)
     if args.command == "agent":
         return asyncio.run(_run_agent(args))
     if args.command == "manifest":
