@@ -4,6 +4,7 @@ and a route of ours that no VIP asked for (another prefix length, another family
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 from kvip.core.model import Advertisement, DesiredState
 from kvip.dataplane.routes import OwnedRoute, RouteTable
 from kvip.lab.topology import topology
+from kvip.runtime.tasks import cancel_and_wait
 
 
 def want(*vips: str) -> DesiredState:
@@ -61,5 +63,33 @@ async def test_the_read_back_is_what_desired_handed_out(netns: str) -> None:
         await table.apply(frozenset(), seen - wanted)  # ours by protocol: removable
         table.doubt()
         assert await table.observe() == wanted
+    finally:
+        await table.close()
+
+
+@pytest.mark.root
+async def test_echoes_nobody_can_read_any_more_are_not_kept(netns: str) -> None:
+    """An overrun ends the monitor mid-burst (9,000 of a first sync's 10,000 echoes were left pending until
+    the next apply); a monitor subscribing later never sees them either."""
+    table = RouteTable(netns=netns)
+    msg = {"event": "RTM_NEWROUTE", "table": 198, "dst": "10.96.0.1", "dst_len": 32, "proto": 248}
+    dst = ipaddress.ip_network("10.96.0.1/32")
+
+    async def monitor() -> None:
+        async for _ in table.changes():
+            pass
+
+    try:
+        task = asyncio.create_task(monitor())
+        await asyncio.sleep(0.3)
+        table.echoes.expect(True, [dst, dst])
+        assert not table.echoes.foreign(msg)  # pending while the monitor runs
+        await cancel_and_wait([task])
+        assert table.echoes.foreign(msg)  # forgotten once no monitor runs
+        table.echoes.expect(True, [dst])
+        task = asyncio.create_task(monitor())
+        await asyncio.sleep(0.3)
+        assert table.echoes.foreign(msg)  # sent before this monitor subscribed: not its echo
+        await cancel_and_wait([task])
     finally:
         await table.close()
