@@ -64,7 +64,7 @@ async def test_foreign_routes_are_neither_reported_nor_removed(table: RouteTable
 async def test_our_route_on_another_device_is_a_different_item_and_gets_replaced(table: RouteTable, netns: str) -> None:
     ip(netns, "route", "add", "10.96.0.1/32", "dev", "eth0", "table", "198", "proto", "248")
     seen = await table.observe()
-    assert seen == {OwnedRoute(ipaddress.ip_network("10.96.0.1/32"), "eth0", 198, 248)}
+    assert seen == {OwnedRoute.to(ipaddress.ip_network("10.96.0.1/32"), "eth0", 198, 248)}
     wanted = table.desired(want("10.96.0.1"))
     await table.apply(wanted - seen, seen - wanted)
     assert await table.observe() == wanted

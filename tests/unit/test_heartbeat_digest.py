@@ -3,9 +3,11 @@ after any history, and read alongside the v1 digest of an agent not yet upgraded
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kvip.kube import heartbeat
 from kvip.kube.heartbeat import (
     DIGEST_V2,
     NodeView,
@@ -39,6 +41,18 @@ def test_a_pass_that_changes_one_vip_of_ten_thousand_is_not_summed_from_scratch(
     vips.discard("10.96.0.7")
     assert kept.update(set(vips)) == VipSetDigest.of(vips)
     assert kept.recomputed == 1  # the first update only
+
+
+def test_an_agents_kept_digest_keeps_no_hash_per_vip(monkeypatch: pytest.MonkeyPatch) -> None:
+    """kvip issue #21: the module memo is the audit's (many nodes, the same VIPs); an agent sums its own
+    set whole once, and kept 10,000 128-bit hashes for good. Same digest, memo untouched."""
+    monkeypatch.setattr(heartbeat, "_HASHES", {})
+    vips = {f"10.{96 + i // 65536}.{(i // 256) % 256}.{i % 256}" for i in range(10_000)}
+    kept = VipSetSum()
+    first = kept.update(set(vips))
+    vips.discard("10.96.0.7")
+    assert kept.update(set(vips)) != first and not heartbeat._HASHES
+    assert kept.update(set(vips)) == VipSetDigest.of(vips) and len(heartbeat._HASHES) == len(vips)  # the audit's
 
 
 def test_a_set_changed_behind_the_sums_back_is_repaired_by_the_periodic_check() -> None:

@@ -113,3 +113,28 @@ async def test_the_reconcilers_changed_decisions_are_used_without_comparing_the_
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_burst_of_writes_leaves_nothing_behind_once_their_echo_wait_has_passed(monkeypatch: Any) -> None:
+    """kvip issue #21: after a first sync the echoes are quiet (no pass runs), and each write was kept with
+    its ingress until the next pass; one the echo wait no longer counts is forgotten, with the same result."""
+    import kvip.kube.status_writer as module
+
+    monkeypatch.setattr(module, "ECHO_WAIT", 0.05)
+    api = Api()
+    writer = ServiceStatusWriter(api)  # type: ignore[arg-type]
+    task = asyncio.create_task(writer.run())
+    try:
+        state = DesiredState({}, {k: decision(k, vip(i)) for i, k in enumerate(KEYS)})
+        services = {k: ServiceView(k) for k in KEYS}
+        writer.report(state, services)
+        await settle()
+        assert len(api.writes) == 1000 and len(writer._written) == 1000
+        await asyncio.sleep(0.2)
+        assert writer._written == {}
+        writer.report(state, services)  # the cache never showed them: each is written again, as before
+        await settle()
+        assert len(api.writes) == 2000
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

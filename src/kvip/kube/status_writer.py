@@ -89,13 +89,16 @@ class ServiceStatusWriter:
         self._queues: list[asyncio.Queue[tuple[ServiceKey, tuple[str, ...]]]] = [
             asyncio.Queue(maxsize=10_000) for _ in range(WRITERS)]
         self._queued: set[tuple[ServiceKey, tuple[str, ...]]] = set()
-        # What we wrote and when, until the cache shows it (its event is quiet: see settled_by_status).
+        # What we wrote and when, oldest first, until the cache shows it (its event is quiet: see
+        # settled_by_status) or ECHO_WAIT has passed (then it counts for nothing: `_forget_written`).
         self._written: dict[ServiceKey, tuple[tuple[str, ...], float]] = {}
         self._warned = False
         self.writes = 0
         self._decisions: Mapping[ServiceKey, object] = {}  # what the previous report saw
         self._services: Mapping[ServiceKey, ServiceView] = {}
-        self._unsettled: set[ServiceKey] = set()  # status still differs (queued, echo due, queue full)
+        # Status still differs (queued, echo due, queue full). A dict as a set: 10,000 keys in a set
+        # take a 512 KiB table, in a dict 300 KiB (kvip issue #21); the keys are the cache's own.
+        self._unsettled: dict[ServiceKey, None] = {}
         self.compared = 0  # Services compared by the last report (tests, bench)
 
     def report(self, state: DesiredState, services: Mapping[ServiceKey, ServiceView],
@@ -105,26 +108,45 @@ class ServiceStatusWriter:
         compared the decisions already: comparing them again cost ~1 ms a pass at 10,000)."""
         decided = changed_keys(self._decisions, state.decisions) if changed is None else set(changed)
         keys = decided | changed_keys(self._services, services)
-        keys |= self._unsettled
+        keys.update(self._unsettled)
         self._decisions, self._services = state.decisions, services
         self.compared = len(keys)
         now = self._clock()
         for key in keys:
             decision, service = state.decisions.get(key), services.get(key)
             if decision is None or service is None or not decision.advertised:
-                self._unsettled.discard(key)
+                self._unsettled.pop(key, None)
                 continue
             want = wanted_ingress(service, tuple(str(v) for v in decision.vips))
             if want is None:
                 self._written.pop(key, None)
-                self._unsettled.discard(key)
+                self._unsettled.pop(key, None)
                 continue
-            self._unsettled.add(key)
+            self._unsettled[key] = None
             queue = self._queues[hash(key) % WRITERS]
             if (key, want) in self._queued or queue.full() or self._echo_due(key, want, now):
                 continue
             self._queued.add((key, want))
             queue.put_nowait((key, want))
+        # A dict or set never shrinks its table: once a burst is settled, new empty ones free it.
+        if not self._unsettled:
+            self._unsettled = {}
+        if not self._written:
+            self._written = {}
+
+    def _forget_written(self) -> None:
+        """Drop the writes made ECHO_WAIT ago or earlier, which `_echo_due` no longer counts: after a
+        first sync of 10,000 Services their echoes are quiet (no pass runs to settle them), and each held
+        its ingress until the next pass. Oldest first, as the dict is in write order."""
+        now, expired = self._clock(), []
+        for key, (_, at) in self._written.items():
+            if now - at < ECHO_WAIT:
+                break
+            expired.append(key)
+        for key in expired:
+            del self._written[key]
+        if not self._written:
+            self._written = {}
 
     def _echo_due(self, key: ServiceKey, want: tuple[str, ...], now: float) -> bool:
         written = self._written.get(key)
@@ -134,6 +156,12 @@ class ServiceStatusWriter:
         async with asyncio.TaskGroup() as group:
             for queue in self._queues:
                 group.create_task(self._write_from(queue))
+            group.create_task(self._forget_written_every_echo_wait())
+
+    async def _forget_written_every_echo_wait(self) -> None:
+        while True:
+            await asyncio.sleep(ECHO_WAIT)
+            self._forget_written()
 
     async def _write_from(self, queue: asyncio.Queue[tuple[ServiceKey, tuple[str, ...]]]) -> None:
         while True:
@@ -144,7 +172,9 @@ class ServiceStatusWriter:
                 self.writes += 1
                 if len(self._written) > 200_000:
                     self._written.clear()
+                self._written.pop(key, None)  # (re-inserted at the end: the dict stays in write order)
                 self._written[key] = (ingress, self._clock())
+                self._forget_written()
                 self._warned = False
             except asyncio.CancelledError:
                 raise
@@ -154,3 +184,5 @@ class ServiceStatusWriter:
                     self._warned = True
             finally:
                 self._queued.discard((key, ingress))
+                if not self._queued:
+                    self._queued = set()  # (frees the table a burst grew)
