@@ -178,3 +178,158 @@ async def test_a_request_head_must_arrive_in_time_and_idle_connections_are_close
             assert (await asyncio.wait_for(reader.readuntil(b"ok\n"), 1)).startswith(b"HTTP/1.1 200")
             await asyncio.sleep(0.5)
         writer.close()
+
+
+async def exchange(port: int, data: bytes, timeout: float = 2.0) -> bytes:
+    """Send raw bytes, read until the server closes (within `timeout`, else the test fails)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        async with asyncio.timeout(timeout):
+            return await reader.read()
+    finally:
+        writer.close()
+
+
+async def test_methods_paths_content_types_and_keep_alive_are_as_before() -> None:
+    agent, port = FakeAgent(), free_port()
+    async with running(serve_local(agent.view(), socket_path="", address=f"127.0.0.1:{port}", min_interval=30.0)):
+        def ask(method: str, path: str) -> bytes:
+            return f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode()
+
+        metrics = await exchange(port, ask("GET", "/metrics"))
+        assert metrics.startswith(b"HTTP/1.1 200 OK\r\n") and metrics.endswith(b"\r\n\r\nkvip_up 1\n")
+        assert b"\r\nContent-Type: text/plain; charset=utf-8\r\n" in metrics  # as Prometheus expects
+        status = await exchange(port, ask("GET", "/status?x=1"))
+        assert b"\r\nContent-Type: application/json; charset=utf-8\r\n" in status and b'"node": "n1"' in status
+        resync = await exchange(port, ask("POST", "/resync"))
+        assert resync.startswith(b"HTTP/1.1 202") and b"application/json" in resync and b'"started"' in resync
+        head = await exchange(port, ask("HEAD", "/healthz"))
+        assert head.startswith(b"HTTP/1.1 200") and b"Content-Length: 3\r\n" in head and head.endswith(b"\r\n\r\n")
+        for method, path, allow in (("POST", "/healthz", b"GET,HEAD"), ("GET", "/resync", b"POST"),
+                                    ("PUT", "/status", b"GET,HEAD"), ("DELETE", "/metrics", b"GET,HEAD")):
+            answer = await exchange(port, ask(method, path))
+            assert answer.startswith(b"HTTP/1.1 405") and b"\r\nAllow: " + allow + b"\r\n" in answer, (method, path)
+            assert answer.endswith(b"405: Method Not Allowed")
+        for method, path in (("GET", "/nope"), ("POST", "/nope"), ("GET", "/healthz/"), ("GET", "//healthz")):
+            answer = await exchange(port, ask(method, path))
+            assert answer.startswith(b"HTTP/1.1 404") and answer.endswith(b"404: Not Found"), (method, path)
+        # Keep-alive, pipelined: two requests in one write, two answers in order on one connection.
+        both = await exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+                                    b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert both.count(b"HTTP/1.1 200 OK") == 2 and both.index(b"ok\n") < both.index(b"ready\n")
+    assert agent.relists == 1
+
+
+HOSTILE = {
+    "not HTTP": b"garbage\r\n\r\n",
+    "unknown version": b"GET /healthz HTTP/9.9\r\nHost: x\r\n\r\n",
+    "HTTP/2 preface": b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    "no Host": b"GET /healthz HTTP/1.1\r\n\r\n",
+    "header without colon": b"GET /healthz HTTP/1.1\r\nHost x\r\n\r\n",
+    "space before colon": b"GET /healthz HTTP/1.1\r\nHost : x\r\n\r\n",
+    "NUL in target": b"GET /heal\x00thz HTTP/1.1\r\nHost: x\r\n\r\n",
+    "Content-Length and Transfer-Encoding": b"POST /resync HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                                            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "two Content-Lengths": b"POST /resync HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+    "negative Content-Length": b"POST /resync HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+    "5,000-digit Content-Length": b"POST /resync HTTP/1.1\r\nHost: x\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n",
+    "unknown Transfer-Encoding": b"POST /resync HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+    "bad chunk size": b"POST /resync HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    "10 KB target in one read": b"GET /" + b"a" * 10000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+    "2,000 headers in one read": b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X: y\r\n" * 2000 + b"\r\n",
+}
+
+
+async def test_hostile_requests_get_400_or_413_and_a_close_and_the_listener_serves_on(
+        caplog: pytest.LogCaptureFixture) -> None:
+    agent, port = FakeAgent(), free_port()
+    async with running(serve_local(agent.view(), socket_path="", address=f"127.0.0.1:{port}", min_interval=30.0)):
+        with caplog.at_level(logging.INFO):
+            for name, data in HOSTILE.items():
+                answer = await exchange(port, data)
+                assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n"), (name, answer[:80])
+                assert b"\r\nConnection: close\r\n" in answer and answer.endswith(b"400: Bad Request"), name
+            # A body above 4,096 bytes: declared, or sent in chunks.
+            big = b"POST /resync HTTP/1.1\r\nHost: x\r\nContent-Length: 4097\r\n\r\n" + b"a" * 4097
+            assert (await exchange(port, big)).startswith(b"HTTP/1.1 413")
+            chunked = b"POST /resync HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            assert (await exchange(port, chunked + (b"400\r\n" + b"a" * 1024 + b"\r\n") * 5)).startswith(b"HTTP/1.1 413")
+            # A head growing past the bound a piece at a time is refused without waiting for its end.
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            for _ in range(20):
+                writer.write(b"X-Filler: " + b"y" * 1000 + b"\r\n")
+                await asyncio.sleep(0.01)
+            async with asyncio.timeout(2):
+                assert (await reader.read()).startswith(b"HTTP/1.1 400")
+            writer.close()
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text  # no traceback per request
+        assert await request(tcp(port), "GET", "/healthz") == (200, b"ok\n")
+    assert agent.relists == 0  # no refused request reached a handler
+
+
+async def test_a_head_dribbled_a_byte_at_a_time_is_closed_at_the_header_timeout_and_a_body_at_the_body_timeout(
+        ) -> None:
+    agent, port = FakeAgent(), free_port()
+    limits = HttpLimits(header_timeout=0.5, body_timeout=0.5, idle_timeout=5.0)
+    async with running(serve_public(agent.view(), f"127.0.0.1:{port}", limits)):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        began = time.monotonic()
+        with contextlib.suppress(ConnectionError):
+            for byte in b"GET /healthz HTTP/1.1\r\nHost: xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\r\n":
+                writer.write(bytes([byte]))
+                await writer.drain()
+                await asyncio.sleep(0.05)
+                if reader.at_eof() or _peek_open(writer.get_extra_info("socket").fileno()) is False:
+                    break
+        async with asyncio.timeout(2):
+            assert await reader.read() == b""  # closed, no answer: its time ran from the first byte
+        assert 0.4 < time.monotonic() - began < 1.5
+        writer.close()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        began = time.monotonic()
+        async with asyncio.timeout(2):
+            assert await reader.read() == b""
+        assert 0.4 < time.monotonic() - began < 1.5
+        writer.close()
+
+
+async def test_an_answer_being_sent_is_never_the_one_closed_for_a_newcomer() -> None:
+    big = b"kvip_filler 1\n" * 1_000_000  # 14 MB: more than the socket buffers take, so it is still being sent
+    agent, port = FakeAgent(), free_port()
+    view = AgentView(status=dict, alive=lambda: True, ready=lambda: True, metrics=lambda: big, resync=agent.count)
+    async with running(serve_public(view, f"127.0.0.1:{port}", HttpLimits(max_connections=8, idle_timeout=5.0))):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)  # reads 128 KiB, then waits
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")  # keep-alive: it stays after its answer
+        await asyncio.sleep(0.3)  # the answer is written and waits for this client to read it
+        flood = []  # idle newcomers: each needs an older one closed, and this client's is the oldest
+        for _ in range(100):
+            flood.append((await asyncio.open_connection("127.0.0.1", port))[1])
+        await asyncio.sleep(0.3)
+        assert still_open(flood) <= 8
+        async with asyncio.timeout(5):
+            head = await reader.readuntil(b"\r\n\r\n")
+            answer = await reader.readexactly(len(big))
+        assert head.startswith(b"HTTP/1.1 200") and answer == big
+        for w in flood + [writer]:
+            w.close()
+
+
+async def test_shutdown_closes_keep_alive_connections_and_the_listening_socket() -> None:
+    agent, port = FakeAgent(), free_port()
+    task = asyncio.create_task(serve_public(agent.view(), f"127.0.0.1:{port}"))
+    await asyncio.sleep(0.1)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    async with asyncio.timeout(1):
+        assert (await reader.readuntil(b"ok\n")).startswith(b"HTTP/1.1 200")
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    async with asyncio.timeout(1):
+        assert await reader.read() == b""  # the idle keep-alive connection was closed, not left open
+    writer.close()
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection("127.0.0.1", port)

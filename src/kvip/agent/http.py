@@ -28,9 +28,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from aiohttp import web
-
 from kvip.agent.http_gate import ConnectionGate, GatedListener, HttpLimits
+from kvip.agent.http_wire import Answer, App, HttpConnection, Route, json_answer, text
 
 log = logging.getLogger("kvip.agent.http")
 
@@ -119,40 +118,36 @@ class Resyncer:
 # -- the applications --------------------------------------------------------------------------
 
 
-def build_app(view: AgentView, gate: ConnectionGate, resyncer: Resyncer | None = None) -> web.Application:
+def build_app(view: AgentView, resyncer: Resyncer | None = None) -> App:
     """/healthz, /readyz, /metrics; with a `resyncer` (the local listener) also /status and POST /resync."""
 
-    async def healthz(_: web.Request) -> web.Response:
+    def healthz() -> Answer:
         if not view.alive():
-            return web.Response(status=503, text="reconcile loop stalled\n")
-        return web.Response(text="ok\n")
+            return text("reconcile loop stalled\n", 503)
+        return text("ok\n")
 
-    async def readyz(_: web.Request) -> web.Response:
+    def readyz() -> Answer:
         if view.ready():
-            return web.Response(text="ready\n")
-        return web.Response(status=503, text="not ready: cache not synced or no reconcile yet\n")
+            return text("ready\n")
+        return text("not ready: cache not synced or no reconcile yet\n", 503)
 
-    async def metrics(_: web.Request) -> web.Response:
-        return web.Response(body=view.metrics(), content_type="text/plain", charset="utf-8")
+    def metrics() -> Answer:
+        return Answer(200, view.metrics())  # text/plain; charset=utf-8, as Prometheus expects
 
-    app = web.Application(middlewares=[gate.middleware], client_max_size=4096)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
+    app = {"/healthz": Route("GET", healthz), "/readyz": Route("GET", readyz), "/metrics": Route("GET", metrics)}
     if resyncer is not None:
         local = resyncer
 
-        async def status(_: web.Request) -> web.Response:
-            return web.json_response(view.status())
+        def status() -> Answer:
+            return json_answer(view.status())
 
-        async def resync(_: web.Request) -> web.Response:
+        def resync() -> Answer:
             answer, now = local.request()
             body = {"relist": "started" if answer.run_now else "coalesced",
                     "nextRelistInSeconds": round(max(0.0, answer.next_at - now), 3)}
-            return web.json_response(body, status=202)
+            return json_answer(body, 202)
 
-        app.router.add_get("/status", status)
-        app.router.add_post("/resync", resync)
+        app |= {"/status": Route("GET", status), "/resync": Route("POST", resync)}
     return app
 
 
@@ -192,24 +187,20 @@ def tcp_listener(address: str, backlog: int = 1024) -> socket.socket:
         raise HttpError(f"cannot listen on {address}: {exc}") from exc
 
 
-async def _serve(app: web.Application, gate: ConnectionGate, sockets: list[socket.socket]) -> None:
-    limits = gate.limits
-    runner = web.AppRunner(app, access_log=None, handler_cancellation=True, keepalive_timeout=limits.idle_timeout,
-                           lingering_time=limits.body_timeout)
-    await runner.setup()
-    listeners = [GatedListener(sock, gate, runner.server) for sock in sockets]
+async def _serve(app: App, gate: ConnectionGate, sockets: list[socket.socket]) -> None:
+    listeners = [GatedListener(sock, gate, lambda: HttpConnection(gate, app)) for sock in sockets]
     try:
         await asyncio.Event().wait()
     finally:
         for listener in listeners:
             listener.close()
-        await runner.cleanup()
+        await gate.close(grace=gate.limits.body_timeout)
 
 
 async def serve_public(view: AgentView, address: str, limits: HttpLimits = PUBLIC_LIMITS) -> None:
     """/healthz, /readyz and /metrics on the metrics address; nothing else."""
     gate = ConnectionGate(limits)
-    await _serve(build_app(view, gate), gate, [tcp_listener(address)])
+    await _serve(build_app(view), gate, [tcp_listener(address)])
 
 
 async def serve_local(view: AgentView, *, socket_path: str, address: str, min_interval: float,
@@ -227,7 +218,7 @@ async def serve_local(view: AgentView, *, socket_path: str, address: str, min_in
     made = os.stat(socket_path).st_ino if unix is not None else None
     sockets = ([unix] if unix is not None else []) + ([tcp_listener(address, backlog=64)] if address else [])
     try:
-        await _serve(build_app(view, gate, resyncer), gate, sockets)
+        await _serve(build_app(view, resyncer), gate, sockets)
     finally:
         resyncer.close()
         for sock in sockets:

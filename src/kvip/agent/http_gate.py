@@ -1,14 +1,19 @@
 """A bounded HTTP listener: connection cap, deadlines and its own accept loop (kvip issue #17, row 7).
 
-The review held 1,100 half-sent requests open on :2112 (aiohttp keeps an idle connection for an hour):
-/healthz stopped answering and the agent ran out of file descriptors (BIRD's include write failed with
-EMFILE). Here each connection is timed by what it is doing: an idle one (new, or after an answer) is
-closed after `idle_timeout`, a request whose head has not arrived `header_timeout` after its first
-byte is closed. Above `max_connections` the oldest stalled, else oldest idle, connection is closed,
-never one being answered: in a flood the kubelet's probe is the newest and has its answer before it
-could become the oldest. Accepting pauses at twice the cap (room for newcomers whose request is not
-read yet) and at most ACCEPT_BATCH are taken per wake-up, so what was accepted is read first; the rest
-waits in the kernel's queue, which costs the agent no file descriptor.
+The review held 1,100 half-sent requests open on :2112 (the HTTP library then in use kept an idle
+connection for an hour): /healthz stopped answering and the agent ran out of file descriptors (BIRD's
+include write failed with EMFILE). Here each connection is timed by what it is doing: an idle one
+(new, or after an answer) is closed after `idle_timeout`, a request whose head has not arrived
+`header_timeout` after its first byte is closed, and so is one whose body has not arrived
+`body_timeout` after its head. Above `max_connections` the oldest stalled, else oldest idle,
+connection is closed, never one being answered: in a flood the kubelet's probe is the newest and has
+its answer before it could become the oldest. An answer the client does not read is dropped after
+`idle_timeout`. Accepting pauses at twice the cap (room for newcomers whose request is not read yet)
+and at most ACCEPT_BATCH are taken per wake-up, so what was accepted is read first; the rest waits in
+the kernel's queue, which costs the agent no file descriptor.
+
+The HTTP itself (kvip.agent.http_wire) is a `GatedConnection`: it says what it is doing through
+`receiving`, `handling`, `idle`, and the gate closes it (`drop`) when its time is up or room is needed.
 """
 
 from __future__ import annotations
@@ -18,27 +23,25 @@ import contextlib
 import enum
 import logging
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-
-from aiohttp import web
 
 log = logging.getLogger("kvip.agent.http")
 ACCEPT_BATCH = 16  # accepts per wake-up: reading what was accepted goes first
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HttpLimits:
     max_connections: int = 64  # per listener
     header_timeout: float = 5.0  # from a request's first byte to its complete head
-    body_timeout: float = 5.0  # reading what is left of a body after the answer
-    idle_timeout: float = 15.0  # a connection with no request in progress
+    body_timeout: float = 5.0  # from a request's head to the end of its body
+    idle_timeout: float = 15.0  # a connection with no request in progress (or an answer not read)
 
 
 class _Phase(enum.Enum):
     IDLE = "idle"  # no byte of a request yet (new, or after an answer)
     RECEIVING = "receiving"  # a request has begun and is not complete
-    HANDLING = "handling"  # a handler runs for it
+    HANDLING = "handling"  # it is being answered (the answer not yet handed to the kernel)
 
 
 class ConnectionGate:
@@ -46,16 +49,14 @@ class ConnectionGate:
 
     def __init__(self, limits: HttpLimits) -> None:
         self.limits = limits
-        self.open: dict[asyncio.BaseTransport, _GatedConnection] = {}  # oldest first
+        self.open: dict[asyncio.BaseTransport, GatedConnection] = {}  # oldest first
         self.accepting = 0  # accepted, transport not made yet
         self.on_release: list[Callable[[], None]] = []  # the listeners' resume
         self.evicted = 0
         self.timed_out = 0
+        self._empty: asyncio.Event | None = None  # set when the last connection goes (shutdown)
 
-    def factory(self, inner: Callable[[], asyncio.Protocol]) -> Callable[[], asyncio.Protocol]:
-        return lambda: _GatedConnection(self, inner())
-
-    def admit(self, conn: _GatedConnection, transport: asyncio.BaseTransport) -> None:
+    def admit(self, conn: GatedConnection, transport: asyncio.BaseTransport) -> None:
         self.open[transport] = conn
         self.trim()
 
@@ -68,6 +69,8 @@ class ConnectionGate:
     def released(self) -> None:
         for resume in self.on_release:
             resume()
+        if self._empty is not None and not self.open:
+            self._empty.set()
 
     def trim(self) -> None:
         while len(self.open) > self.limits.max_connections:
@@ -77,7 +80,7 @@ class ConnectionGate:
             self.evicted += 1
             victim.drop()
 
-    def _victim(self) -> _GatedConnection | None:
+    def _victim(self) -> GatedConnection | None:
         """The connection to close for a newcomer: a stalled request first, else the longest idle; never
         one being answered."""
         for phase in (_Phase.RECEIVING, _Phase.IDLE):
@@ -86,25 +89,26 @@ class ConnectionGate:
                     return conn
         return None
 
-    @web.middleware
-    async def middleware(self, request: web.Request,
-                         handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-        conn = self.open.get(request.transport) if request.transport is not None else None
-        if conn is not None:
-            conn.begin()
-        try:
-            return await handler(request)
-        finally:
-            if conn is not None:
-                conn.end()
+    async def close(self, grace: float) -> None:
+        """Shutdown: every connection closes once what it was answering is sent (at most `grace`
+        seconds; then it is cut)."""
+        for transport in list(self.open):
+            transport.close()  # sends what is buffered, then closes
+        if self.open:
+            self._empty = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace):
+                    await self._empty.wait()
+        for conn in list(self.open.values()):
+            conn.drop()
 
 
-class _GatedConnection(asyncio.Protocol):
-    """aiohttp's protocol for one connection, behind the gate's count and deadlines."""
+class GatedConnection(asyncio.Protocol):
+    """One connection behind the gate's count and deadlines; subclasses speak the protocol and call
+    `receiving`, `handling` and `idle` as their request goes."""
 
-    def __init__(self, gate: ConnectionGate, inner: asyncio.Protocol) -> None:
+    def __init__(self, gate: ConnectionGate) -> None:
         self.gate = gate
-        self.inner = inner
         self.phase = _Phase.IDLE
         self.transport: asyncio.BaseTransport | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -112,37 +116,33 @@ class _GatedConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
         self.gate.admit(self, transport)
-        self.inner.connection_made(transport)
         self._deadline(self.gate.limits.idle_timeout)
-
-    def data_received(self, data: bytes) -> None:
-        if self.phase is _Phase.IDLE:
-            self.phase = _Phase.RECEIVING
-            self._deadline(self.gate.limits.header_timeout)
-        self.inner.data_received(data)
-        self.gate.trim()  # read now: if this was a stalled request, it may be the one to go
-
-    def eof_received(self) -> bool | None:
-        return self.inner.eof_received()
-
-    def pause_writing(self) -> None:
-        self.inner.pause_writing()
-
-    def resume_writing(self) -> None:
-        self.inner.resume_writing()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel()
         if self.transport is not None and self.gate.open.get(self.transport) is self:
             del self.gate.open[self.transport]
-        self.inner.connection_lost(exc)
-        self.gate.released()
+            self.gate.released()
 
-    def begin(self) -> None:
+    def first_byte(self) -> None:
+        """Bytes came in: if no request was in progress, one begins, its head due `header_timeout` from now."""
+        if self.phase is _Phase.IDLE:
+            self.receiving(self.gate.limits.header_timeout)
+
+    def receiving(self, seconds: float) -> None:
+        """A request (or what is left of it) is coming, within `seconds`."""
+        self.phase = _Phase.RECEIVING
+        self._deadline(seconds)
+
+    def handling(self, seconds: float | None = None) -> None:
+        """Being answered; with `seconds`, the client must take the answer within that time."""
         self.phase = _Phase.HANDLING
-        self._cancel()
+        if seconds is None:
+            self._cancel()
+        else:
+            self._deadline(seconds)
 
-    def end(self) -> None:
+    def idle(self) -> None:
         self.phase = _Phase.IDLE
         self._deadline(self.gate.limits.idle_timeout)
         self.gate.trim()
@@ -150,8 +150,7 @@ class _GatedConnection(asyncio.Protocol):
     def drop(self) -> None:
         """Close at once (evicted or out of time); the slot is free from now on."""
         self._cancel()
-        if self.transport is not None:
-            self.gate.open.pop(self.transport, None)
+        if self.transport is not None and self.gate.open.pop(self.transport, None) is not None:
             self.transport.abort()
             self.gate.released()
 
@@ -174,10 +173,10 @@ class GatedListener:
     """Accepts from a listening socket while the gate has room; pauses (leaving connections in the
     kernel's queue) when it has not, and resumes as connections go."""
 
-    def __init__(self, sock: socket.socket, gate: ConnectionGate, factory: Callable[[], asyncio.Protocol]) -> None:
+    def __init__(self, sock: socket.socket, gate: ConnectionGate, factory: Callable[[], GatedConnection]) -> None:
         self.sock = sock
         self.gate = gate
-        self.factory = gate.factory(factory)
+        self.factory = factory
         self.loop = asyncio.get_running_loop()
         self.reading = False
         self.closed = False
