@@ -35,6 +35,7 @@ from lightkube import ApiError, AsyncClient
 from lightkube.core.resource import Resource
 from lightkube.models.meta_v1 import Status
 
+from kvip.core.incremental import changed_keys
 from kvip.kube.consistency import (
     CHECK_PAGE,
     CheckExpired,
@@ -232,10 +233,11 @@ class Reflector(Generic[K, V]):
                     self._selection = self._selection.without_fields(self._narrowing)
                     raise _NarrowingRefused from exc
                 raise
+            if self._journal is not None:  # what the relist changed (often nothing): no regrouping of the rest
+                self._journal.update((key, self.store.get(key)) for key in changed_keys(self.store, fresh)
+                                     if key not in self._journal)
             self.store, self._versions, self._rv = fresh, versions, str(meta.get("resourceVersion") or "")
-            self._membership += 1
-            self._journal = None  # wholesale: a consumer reads the whole store again
-            self._relists, self._last_list_at = self._relists + 1, time.time()
+            self._relists, self._last_list_at, self._membership = self._relists + 1, time.time(), self._membership + 1
             self._mark_ok()
             self._relist_requested.clear()
             self.synced.set()
@@ -328,8 +330,8 @@ class Reflector(Generic[K, V]):
         changed = old != view
         if changed and self._journal is not None:
             self._journal.setdefault(key, old)
-            if len(self._journal) > 1_000 + len(self.store) // 4:  # then the store is cheaper to read, and a
-                self._journal = None  # consumer that stopped calling keeps no copy of old views alive
+            # Beyond this the store is cheaper to read, and a consumer that stopped calling keeps no old views alive.
+            self._journal = self._journal if len(self._journal) <= 1_000 + len(self.store) // 4 else None
         if view is None:
             self.store.pop(key, None)
         else:
