@@ -7,13 +7,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from lightkube import AsyncClient, KubeConfig
 
-from kvip.kube import convert, reflector
-from kvip.kube.consistency import list_versions
+from kvip.kube import consistency, convert, reflector
+from kvip.kube.consistency import compare_versions
 from kvip.kube.reflector import Reflector
 from kvip.kube.resources import EndpointSlice, Service
 from kvip.lab.apiserver import StandIn, serving
@@ -148,8 +149,8 @@ async def test_only_load_balancer_services_are_watched_and_a_type_change_is_a_de
                          narrow_fields={"spec.type": "LoadBalancer"})
     async with running(services) as source:
         assert len(source.store) == 3
-        listed = await list_versions(client, Service, services._selection, not_older_than="")
-        assert sorted(name for _, name in listed.versions) == ["cache", "db", "web"]  # never the ClusterIP one
+        listed = await compare_versions(client, Service, services._selection, {}, not_older_than="")
+        assert sorted(name for _, name in listed.changed) == ["cache", "db", "web"]  # never the ClusterIP one
         api.patch("services", "web", {"spec": {"type": "ClusterIP"}}, namespace="default")
         await until(lambda: len(source.store) == 2, 2.0)
         await asyncio.sleep(CHECK * 2)
@@ -175,10 +176,10 @@ async def test_the_check_pages_through_a_snapshot_not_older_than_the_cache(api: 
         assert await source.check()
         lists = api.request_log(resource="endpointslices", verbs=("list",), after=before)
         assert len(lists) == 2  # 3 slices, 2 per page
-        listing = await list_versions(client, EndpointSlice, source._selection,
-                                      not_older_than=source.status().resource_version, page=2)
+        listing = await compare_versions(client, EndpointSlice, source._selection, {},
+                                         not_older_than=source.status().resource_version, page=2)
         assert int(listing.resource_version) >= int(source.status().resource_version)
-        assert listing.requests == 2 and len(listing.versions) == 3
+        assert listing.requests == 2 and len(listing.changed) == 3
 
 
 async def test_too_many_differences_relist_instead_of_fetching_each(
@@ -221,3 +222,104 @@ async def test_the_check_repairs_with_the_agents_least_privilege_rbac(tmp_path: 
         await lightkube.close()
     finally:
         await standin.close()
+
+
+async def test_one_check_over_many_pages_repairs_a_lost_delete_add_and_modification_on_different_pages(
+        api: StandIn, client: AsyncClient) -> None:
+    for n in range(7):  # listed in creation order, two per page: web db | cache p0 | p1 p2 | p3 p4 | p5 p6
+        api.create(endpoint_slice(f"p{n}", [Endpoint("10.244.0.1", "node-a")]))
+    async with running(slices(client, page=2, resync_period=60.0)) as source:
+        api.drop_events("endpointslices")  # the watch hears of none of the three
+        api.delete("endpointslices", "web-kvip", namespace="default")  # held, listed on no page
+        current = api.get("endpointslices", "p2-kvip", "default")  # the check's pages: db cache | p0 p1 | p2 p3 ...
+        api.replace({**current, "endpoints": [{"addresses": ["10.244.9.9"], "nodeName": "node-b",
+                                               "conditions": {"ready": True}}]})
+        api.create(endpoint_slice("late", [Endpoint("10.244.0.3", "node-c")]))  # ... | p4 p5 | p6 late
+        before = api.requests_served
+        assert await source.check()
+        assert ("default", "web-kvip") not in source.store
+        assert source.store[("default", "p2-kvip")][1][0].node_name == "node-b"
+        assert source.store[("default", "late-kvip")][1][0].node_name == "node-c"
+        assert source.status().check_repairs == 3 and source.status().relists == 1
+        # Counting cannot name what went unlisted: one exact listing more (5 pages each), then one fetch each.
+        lists = api.request_log(resource="endpointslices", verbs=("list",), after=before)
+        assert len(lists) == 2 * 5 + 3
+
+
+async def test_a_lost_add_and_modification_take_one_listing(api: StandIn, client: AsyncClient) -> None:
+    async with running(slices(client, page=2, resync_period=60.0)) as source:
+        api.drop_events("endpointslices")
+        current = api.get("endpointslices", "db-kvip", "default")
+        api.replace({**current, "endpoints": [{"addresses": ["10.244.9.9"], "nodeName": "node-b",
+                                               "conditions": {"ready": True}}]})
+        api.create(endpoint_slice("late", [Endpoint("10.244.0.3", "node-c")]))
+        before = api.requests_served
+        assert await source.check()
+        assert source.status().check_repairs == 2 and len(source.store) == 4
+        assert len(api.request_log(resource="endpointslices", verbs=("list",), after=before)) == 2 + 2
+
+
+async def test_a_continue_token_compacted_away_during_a_check_starts_the_check_again(
+        api: StandIn, client: AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with running(slices(client, page=2, resync_period=60.0)) as source:
+        decode, calls = consistency._PAGE.decode, []
+
+        def compact_after_the_first_page(body: bytes) -> Any:
+            calls.append(1)
+            if len(calls) == 1:  # the first page's snapshot becomes older than the compaction point
+                api.create(endpoint_slice("late", [Endpoint("10.244.0.3", "node-c")]))
+                api.compact()
+            return decode(body)
+
+        monkeypatch.setattr(consistency, "_PAGE", SimpleNamespace(decode=compact_after_the_first_page))
+        before = api.requests_served
+        assert await source.check()
+        lists = api.request_log(resource="endpointslices", verbs=("list",), after=before)
+        assert [r.status for r in lists[:3]] == [200, 410, 200]  # page 1, page 2 refused, a new snapshot
+        assert source.status().check_repairs == 0 and ("default", "late-kvip") in source.store
+
+
+async def test_a_lost_delete_is_found_when_the_watch_deletes_a_counted_object_during_the_check(
+        api: StandIn, client: AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    for n in range(2):
+        api.create(endpoint_slice(f"p{n}", [Endpoint("10.244.0.1", "node-a")]))
+    async with running(slices(client, page=2, resync_period=60.0)) as source:
+        api.drop_events("endpointslices", types=("DELETED",), count=1)
+        api.delete("endpointslices", "cache-kvip", namespace="default")  # lost: the check's pages are db p0 | p1 web
+        decode, calls = consistency._PAGE.decode, []
+
+        def db_deleted_after_the_first_page(body: bytes) -> Any:
+            calls.append(1)
+            if len(calls) == 2:  # db was counted on page 1; the watch now says DELETED: as many held as counted
+                api.delete("endpointslices", "db-kvip", namespace="default")
+                source._take("DELETED", {"metadata": {"namespace": "default", "name": "db-kvip"}})
+            return decode(body)
+
+        monkeypatch.setattr(consistency, "_PAGE", SimpleNamespace(decode=db_deleted_after_the_first_page))
+        assert await source.check()
+        assert sorted(name for _, name in source.store) == ["p0-kvip", "p1-kvip", "web-kvip"]
+        assert source.status().check_repairs == 1
+
+
+async def test_the_journal_tells_each_changed_key_with_its_value_before(api: StandIn, client: AsyncClient) -> None:
+    async with running(slices(client, journal=True, resync_period=60.0)) as source:
+        assert source.changes() is None  # the first list: read the whole store
+        assert source.changes() == {}
+        web, db = ("default", "web-kvip"), ("default", "db-kvip")
+        web_before, db_before = source.store[web], source.store[db]
+        api.delete("endpointslices", "web-kvip", namespace="default")
+        current = api.get("endpointslices", "db-kvip", "default")
+        api.replace({**current, "endpoints": [{"addresses": ["10.244.9.9"], "nodeName": "node-b",
+                                               "conditions": {"ready": True}}]})
+        api.replace({**api.get("endpointslices", "db-kvip", "default"), "endpoints": []})  # the first before is kept
+        api.create(endpoint_slice("late", [Endpoint("10.244.0.3", "node-c")]))
+        await until(lambda: ("default", "late-kvip") in source.store, 2.0)
+        assert source.changes() == {web: web_before, db: db_before, ("default", "late-kvip"): None}
+        assert source.changes() == {}
+        api.drop_events("endpointslices")
+        api.delete("endpointslices", "late-kvip", namespace="default")
+        late = source.store[("default", "late-kvip")]
+        source.request_relist()
+        await until(lambda: source.status().relists == 2, 2.0)
+        assert source.changes() == {("default", "late-kvip"): late}  # what the relist changed, and only that
+    assert slices(client).changes() is None and slices(client).changes() is None  # no journal asked for

@@ -17,7 +17,6 @@ from itertools import chain
 
 from lightkube import AsyncClient
 
-from kvip.core.incremental import changed_keys
 from kvip.core.model import (
     ClusterSnapshot,
     EndpointView,
@@ -79,7 +78,7 @@ class ClusterCache:
             client, EndpointSlice, name="endpointslices", convert=convert.slice_entry, key_of=convert.slice_key,
             on_change=changed, resync_period=check_period, namespace=namespace,
             labels=(convert.SERVICE_NAME_LABEL,),  # slices of no Service are dropped by the converter anyway
-            decode=DECODE_READ_FIELDS, page=CHECK_PAGE,
+            decode=DECODE_READ_FIELDS, page=CHECK_PAGE, journal=True,  # read by the EndpointIndex alone
         )
         # Only this node: a watch on every Node of a 5,000-node cluster would be pure waste.
         self.node: Reflector[str, NodeView] = Reflector(
@@ -131,42 +130,61 @@ class ClusterCache:
         generation = self._generation + self.services.quiet_updates  # the snapshot shows quiet updates too
         if self._snapshot is not None and self._snapshot_generation == generation:
             return self._snapshot
-        self._snapshot = ClusterSnapshot(dict(self.services.store), self._endpoints.update(self.slices.store),
-                                         self.node.store.get(self.node_name))
+        endpoints = self._endpoints.update(self.slices.store, self.slices.changes())
+        self._snapshot = ClusterSnapshot(dict(self.services.store), endpoints, self.node.store.get(self.node_name))
         self._snapshot_generation = generation
         return self._snapshot
 
 
 class EndpointIndex:
     """`convert.snapshot`'s grouping of EndpointSlices under their Service, kept between snapshots: a
-    Service none of whose slices changed keeps its tuple, the very object (slices in name order)."""
+    Service none of whose slices changed keeps its tuple, the very object (slices in name order).
+
+    What changed comes from the slices reflector's journal (each changed slice with its entry before), so
+    no copy of the 30,000-slice store is kept to compare with (1.25 MiB, kvip issue #21); without one
+    (the first update, a relist) every Service is grouped again, an equal tuple kept as the same object."""
 
     def __init__(self) -> None:
-        self._seen: Mapping[SliceKey, SliceEntry] = {}
         # Each Service's slice names as a sorted tuple (64 bytes for three, where a set took 216).
         self._slices: dict[ServiceKey, tuple[SliceKey, ...]] = {}
         self._grouped: dict[ServiceKey, tuple[EndpointView, ...]] = {}
 
-    def update(self, store: Mapping[SliceKey, SliceEntry]) -> dict[ServiceKey, tuple[EndpointView, ...]]:
+    def update(self, store: Mapping[SliceKey, SliceEntry],
+               changes: Mapping[SliceKey, SliceEntry | None] | None = None) -> dict[ServiceKey, tuple[EndpointView, ...]]:
+        """`changes`: each slice changed since the last update with its entry then (None: absent), as
+        `Reflector.changes()` answers; None: group the whole store."""
+        if changes is None:
+            return self._regroup(store)
         gone: dict[ServiceKey, set[SliceKey]] = {}
         came: dict[ServiceKey, set[SliceKey]] = {}
-        for key in changed_keys(self._seen, store):
-            before, now = self._seen.get(key), store.get(key)
+        for key, before in changes.items():
+            now = store.get(key)
             if before is not None:
                 gone.setdefault(before[0], set()).add(key)
             if now is not None:
                 came.setdefault(now[0], set()).add(key)
-        self._seen = dict(store)
         for service in gone.keys() | came.keys():
             kept = set(self._slices.get(service, ())) - gone.get(service, set())  # a moved slice: gone, came
-            slices = tuple(sorted(kept | came.get(service, set())))
-            if not slices:
-                self._slices.pop(service, None)
-                self._grouped.pop(service, None)
-                continue
-            self._slices[service] = slices
-            endpoints = tuple(chain.from_iterable(store[key][1] for key in slices))
-            if self._grouped.get(service) != endpoints:
-                self._grouped[service] = endpoints
+            self._group(store, service, tuple(sorted(kept | came.get(service, set()))))
         return dict(self._grouped)
 
+    def _regroup(self, store: Mapping[SliceKey, SliceEntry]) -> dict[ServiceKey, tuple[EndpointView, ...]]:
+        names: dict[ServiceKey, list[SliceKey]] = {}
+        for key, (service, _) in store.items():
+            names.setdefault(service, []).append(key)
+        for service in self._slices.keys() - names.keys():
+            self._group(store, service, ())
+        for service, keys in names.items():
+            slices, kept = tuple(sorted(keys)), self._slices.get(service)
+            self._group(store, service, kept if kept == slices else slices)
+        return dict(self._grouped)
+
+    def _group(self, store: Mapping[SliceKey, SliceEntry], service: ServiceKey, slices: tuple[SliceKey, ...]) -> None:
+        if not slices:
+            self._slices.pop(service, None)
+            self._grouped.pop(service, None)
+            return
+        self._slices[service] = slices
+        endpoints = tuple(chain.from_iterable(store[key][1] for key in slices))
+        if self._grouped.get(service) != endpoints:
+            self._grouped[service] = endpoints

@@ -4,13 +4,15 @@ A healthy watch can still miss an event (a server bug, a dropped DELETED): somet
 the cache with the API server now and then. Relisting every object every 30 s did that at a price
 (per node-hour 2.5 GB of consistent reads from etcd at 10,000 Services / 30,000 EndpointSlices).
 The check asks instead for metadata only (`PartialObjectMetadataList`) served from the API
-server's watch cache, and compares name → resourceVersion with what the cache holds; only the
-objects that differ are fetched again, each by a list of its one name (the agent may list, not get).
+server's watch cache, and compares name → resourceVersion with what the cache holds page by page, as
+the pages arrive, keeping only what differs (never the whole listing); only the objects that differ are
+fetched again, each by a list of its one name (the agent may list, not get).
 
 How the list is asked for: `resourceVersionMatch=NotOlderThan&resourceVersion=<the cache's RV>`
 with `limit`/`continue` (docs/decisions.md D17 says why not `resourceVersion=0`). The answer is never
 older than the cache, so a difference is either a missed event or one still in flight; a consistent
-read of that one object settles both. A 410 on a continue token restarts the list once.
+read of that one object settles both. A 410 on a continue token restarts the list once. What is held
+and listed on no page (a lost DELETED) is found by counting; naming it takes a second listing (`_Tally`).
 
 Also the one place kvip goes under lightkube (`api_request`): lightkube cannot ask for a
 `PartialObjectMetadataList` nor for watch bookmarks, so those requests are built by lightkube's
@@ -20,7 +22,7 @@ own request builder and sent through the client's own session (auth, TLS, the bo
 from __future__ import annotations
 
 import json
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -99,6 +101,18 @@ async def read_json(client: AsyncClient, resource: type[Resource], selection: Se
     return decoded
 
 
+Version = str | int  # a resourceVersion as held: an int where that says the same (see `held_version`)
+
+
+def held_version(version: str) -> Version:
+    """A resourceVersion as the cache holds it: opaque text, but in practice a decimal etcd revision, held as
+    an int (32 bytes, where the text took 56-64: a MiB at 40,000 objects, kvip issue #21). Only the canonical
+    decimal form becomes an int, so two versions are equal held exactly when they are equal as text."""
+    if version.isascii() and version.isdigit() and version[0] != "0" and len(version) < 19:
+        return int(version)
+    return version
+
+
 def object_ref(obj: Mapping[str, Any]) -> ObjectRef:
     meta = obj.get("metadata") or {}
     return (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
@@ -150,37 +164,119 @@ class _Page(msgspec.Struct):
 _PAGE = msgspec.json.Decoder(_Page)
 
 
-@dataclass(frozen=True)
-class Listing:
-    versions: Mapping[ObjectRef, str]
-    resource_version: str
-    requests: int
-
-
 class CheckExpired(Exception):
     """The list's snapshot was compacted twice in a row while paging (a very busy server)."""
 
 
-async def list_versions(client: AsyncClient, resource: type[Resource], selection: Selection, *,
-                        not_older_than: str, page: int = CHECK_PAGE) -> Listing:
-    """Every selected object's resourceVersion, metadata only, at least as new as `not_older_than`."""
+_ABSENT = object()
+Listed = tuple[ObjectRef, Version]  # (object, its resourceVersion) as a page lists it
+
+
+class _Tally(Generic[K]):
+    """One listing compared with the cache page by page, as the pages arrive: only the differences are kept,
+    never the listing (a 30,000-object name -> resourceVersion map raised the agent's RSS by 10 MiB, which
+    Python's allocator kept after the check, kvip issue #21).
+
+    What was held and never listed is found by counting, not by remembering every name listed: `seen` counts
+    listed names the cache holds, so when the cache kept its names throughout (`membership` unchanged) and
+    `seen` equals their number, nothing held went unlisted. Otherwise (a lost DELETED, or objects came or
+    went during the check) an exact tally lists again with `pending`: a copy of the cache's own keys (one
+    block, no new object) from which each listed name is struck."""
+
+    __slots__ = ("changed", "held", "pending", "seen")
+
+    def __init__(self, held: Mapping[K, Version], *, exact: bool) -> None:
+        self.held = held
+        self.changed: dict[K, Version] = {}  # listed at another version than held, or not held: listed one
+        self.seen = 0
+        self.pending: dict[K, Version] | None = dict(held) if exact else None
+
+    def page(self, items: Iterable[tuple[K, Version]]) -> None:
+        held, changed, pending, seen = self.held, self.changed, self.pending, 0
+        for ref, version in items:
+            mine = held.get(ref, _ABSENT)
+            if mine is not _ABSENT:
+                seen += 1
+            if mine != version:
+                changed[ref] = version
+            if pending is not None:
+                pending.pop(ref, None)
+        self.seen += seen
+
+    def gone(self, membership_changed: bool) -> frozenset[K] | None:
+        """Held (still) and never listed; None: the count cannot tell, an exact tally must."""
+        if self.pending is not None:
+            return frozenset(ref for ref in self.pending if ref in self.held)
+        if membership_changed or self.seen != len(self.held):
+            return None
+        return frozenset()
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """What a check found: the listed version of every object that differs, what is held and was not listed,
+    the listing's resourceVersion and the requests it took."""
+
+    changed: Mapping[ObjectRef, Version]
+    gone: frozenset[ObjectRef]
+    resource_version: str
+    requests: int
+
+    @property
+    def found(self) -> Differences[ObjectRef]:
+        return Differences(frozenset(self.changed), self.gone)
+
+    def still_differing(self, held: Mapping[ObjectRef, Version]) -> Differences[ObjectRef]:
+        """The differences the cache still has now (events in flight during the check have landed since)."""
+        return Differences(frozenset(ref for ref, version in self.changed.items() if held.get(ref) != version),
+                           frozenset(ref for ref in self.gone if ref in held))
+
+
+def tally(pages: Iterable[Iterable[tuple[K, Version]]], held: Mapping[K, Version], *,
+          exact: bool = False) -> tuple[dict[K, Version], frozenset[K] | None]:
+    """The comparison of listed pages with a cache that does not change meanwhile (pure; for tests)."""
+    counted = _Tally(held, exact=exact)
+    for items in pages:
+        counted.page(items)
+    return counted.changed, counted.gone(False)
+
+
+def _listed(items: Iterable[_Item]) -> Iterator[Listed]:
+    for item in items:
+        meta = item.metadata
+        yield (meta.namespace, meta.name), held_version(meta.resourceVersion)
+
+
+async def compare_versions(client: AsyncClient, resource: type[Resource], selection: Selection,
+                           held: Mapping[ObjectRef, Version], *, not_older_than: str, page: int = CHECK_PAGE,
+                           membership: Callable[[], int] | None = None) -> Comparison:
+    """Every selected object's resourceVersion, metadata only and at least as new as `not_older_than`,
+    compared with `held` (as `held_version` holds them) page by page. `membership()`: a count the caller bumps whenever a name enters or
+    leaves `held` (None: `held` does not change). A second, exact listing only when the count cannot tell."""
     requests = 0
-    for _attempt in range(2):
-        versions: dict[ObjectRef, str] = {}
-        params = {"resourceVersionMatch": "NotOlderThan", "resourceVersion": not_older_than,
-                  "limit": str(page)} if not_older_than else {"resourceVersion": "0"}
-        try:
-            while True:
-                requests += 1
-                body = _PAGE.decode(await read_bytes(client, resource, selection, params, accept=PARTIAL_LIST))
-                for item in body.items or ():
-                    meta = item.metadata
-                    versions[(meta.namespace, meta.name)] = meta.resourceVersion
-                token = body.metadata.continue_token
-                if not token:
-                    return Listing(versions, body.metadata.resourceVersion, requests)
-                params = {"limit": str(page), "continue": token}  # the first page's snapshot
-        except Exception as exc:
-            if classify(exc) is not ApiFailure.GONE:
-                raise
-    raise CheckExpired(f"{resource.__name__}: the list expired twice while paging")
+    for exact in (False, True):
+        for _attempt in range(2):  # a 410 on a continue token: the snapshot was compacted, list it again
+            before = membership() if membership else 0
+            counted: _Tally[ObjectRef] = _Tally(held, exact=exact)
+            params = {"resourceVersionMatch": "NotOlderThan", "resourceVersion": not_older_than,
+                      "limit": str(page)} if not_older_than else {"resourceVersion": "0"}
+            try:
+                while True:
+                    requests += 1
+                    body = _PAGE.decode(await read_bytes(client, resource, selection, params, accept=PARTIAL_LIST))
+                    counted.page(_listed(body.items or ()))
+                    token = body.metadata.continue_token
+                    if not token:
+                        break
+                    params = {"limit": str(page), "continue": token}  # the first page's snapshot
+            except Exception as exc:
+                if classify(exc) is not ApiFailure.GONE:
+                    raise
+                continue
+            gone = counted.gone(membership is not None and membership() != before)
+            if gone is not None:
+                return Comparison(counted.changed, gone, body.metadata.resourceVersion, requests)
+            break  # the count cannot tell what went unlisted: list again, exactly
+        else:
+            raise CheckExpired(f"{resource.__name__}: the list expired twice while paging")
+    raise AssertionError("an exact tally always tells")  # pragma: no cover

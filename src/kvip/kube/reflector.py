@@ -21,7 +21,6 @@ Lifecycle (kvip issue #21: no periodic full relist):
 from __future__ import annotations
 
 import asyncio
-import enum
 import json
 import logging
 import random
@@ -29,7 +28,6 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Hashable, Mapping
-from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import httpx2 as httpx  # lightkube 1.x ships its own httpx fork
@@ -37,19 +35,23 @@ from lightkube import ApiError, AsyncClient
 from lightkube.core.resource import Resource
 from lightkube.models.meta_v1 import Status
 
+from kvip.core.incremental import changed_keys
 from kvip.kube.consistency import (
     CHECK_PAGE,
     CheckExpired,
     ObjectRef,
     Selection,
+    Version,
     api_request,
-    differences,
-    list_versions,
+    compare_versions,
+    held_version,
     object_ref,
     read_bytes,
     read_json,
 )
 from kvip.kube.errors import ApiFailure, classify, describe, status_code
+from kvip.kube.sources import SourceState, SourceStatus
+from kvip.runtime.memory import release_free_memory
 from kvip.runtime.tasks import Backoff
 
 K = TypeVar("K", bound=Hashable)
@@ -71,30 +73,6 @@ FETCH_LIMIT = 200
 LIST_PAGE = 2_000
 # A difference may be an event still on its way down the watch: give it this long before fetching.
 SETTLE = 0.5
-
-
-class SourceState(enum.Enum):
-    STARTING = "starting"  # never listed successfully
-    SYNCED = "synced"  # list succeeded; watch running or about to resume
-    DEGRADED = "degraded"  # API unreachable or erroring; store is the last good one
-    FORBIDDEN = "forbidden"  # 401/403; store is the last good one
-
-
-@dataclass(frozen=True)
-class SourceStatus:
-    resource: str
-    state: SourceState
-    objects: int
-    resource_version: str
-    relists: int
-    watch_restarts: int
-    last_list_at: float | None  # wall clock (time.time()) of the last successful list
-    last_ok_monotonic: float | None  # last moment the API answered us for this source
-    last_error: str | None
-    errors: Mapping[str, int]  # by HTTP status code, or "network" for transport failures
-    checks: int = 0  # consistency checks completed
-    check_repairs: int = 0  # objects a check found different and fetched again
-    last_check_at: float | None = None  # wall clock of the last completed check
 
 
 class _NarrowingRefused(Exception):
@@ -122,6 +100,7 @@ class Reflector(Generic[K, V]):
         page: int = CHECK_PAGE,  # objects per page of a consistency check
         list_page: int = LIST_PAGE,  # objects per page of a (re)list
         decode: Decoding | None = None,  # (list body → dict, watch line → dict); None: json.loads whole
+        journal: bool = False,  # keep what changed for `changes()` (its one consumer must call it)
     ) -> None:
         self.name = name
         self._quiet = quiet
@@ -145,7 +124,10 @@ class Reflector(Generic[K, V]):
         self._backoff = backoff or Backoff(cap=max(0.5, min(10.0, resync_period / 2)))
         self._state = SourceState.STARTING
         self._rv = ""  # where the watch resumes: from lists, events and bookmarks only, never from an object fetched by a check
-        self._versions: dict[ObjectRef, str] = {}  # every watched object's resourceVersion, converted or not
+        self._versions: dict[ObjectRef, Version] = {}  # every watched object's resourceVersion, converted or not
+        self._membership = 0  # bumped whenever a name enters or leaves _versions (what a check counts on)
+        self._journaling = journal
+        self._journal: dict[K, V | None] | None = None  # each changed key's value before; None: the whole store
         self._relists = self._watch_restarts = self._checks = self._check_repairs = 0
         self._last_check_at: float | None = None
         self._last_list_at: float | None = None
@@ -172,6 +154,12 @@ class Reflector(Generic[K, V]):
     def _namespace(self) -> str | None:  # the one namespace watched (None: all, or cluster-scoped)
         return self._selection.namespace
 
+    def changes(self) -> Mapping[K, V | None] | None:
+        """Each key whose value changed since the last call, with its value then (None: absent); None when
+        the whole store must be read (the first call, a relist, or more changes than worth a journal)."""
+        journal, self._journal = self._journal, {} if self._journaling else None
+        return journal
+
     def request_relist(self) -> None:
         """Cut the current watch short and relist (POST /resync, `kvip status`)."""
         self._relist_requested.set()
@@ -191,12 +179,14 @@ class Reflector(Generic[K, V]):
 
     async def check(self) -> bool:
         """One consistency check now; False when so much differs that a relist is due."""
-        listing = await list_versions(self._client, self._resource, self._selection, not_older_than=self._rv,
-                                      page=self._page)
-        found = differences(listing.versions, self._versions)
+        compared = await compare_versions(self._client, self._resource, self._selection, self._versions,
+                                          not_older_than=self._rv, page=self._page,
+                                          membership=lambda: self._membership)
+        release_free_memory()  # the pages' buffers (MiBs each) stay mapped in glibc's heap otherwise
+        found = compared.found
         if found:
             await asyncio.sleep(SETTLE)  # events in flight land first: they need no fetch
-            found = differences(listing.versions, self._versions)
+            found = compared.still_differing(self._versions)
         self._checks += 1
         self._last_check_at = time.time()
         self._mark_ok()
@@ -221,7 +211,7 @@ class Reflector(Generic[K, V]):
         decoded at a time (#21: a 30,000-slice list decoded whole was a third of the peak). 410 restarts."""
         for _attempt in range(3):
             fresh: dict[K, V] = {}
-            versions: dict[ObjectRef, str] = {}
+            versions: dict[ObjectRef, Version] = {}
             params = {"limit": str(self._list_page)}
             try:
                 while params:
@@ -243,8 +233,11 @@ class Reflector(Generic[K, V]):
                     self._selection = self._selection.without_fields(self._narrowing)
                     raise _NarrowingRefused from exc
                 raise
+            if self._journal is not None:  # what the relist changed (often nothing): no regrouping of the rest
+                self._journal.update((key, self.store.get(key)) for key in changed_keys(self.store, fresh)
+                                     if key not in self._journal)
             self.store, self._versions, self._rv = fresh, versions, str(meta.get("resourceVersion") or "")
-            self._relists, self._last_list_at = self._relists + 1, time.time()
+            self._relists, self._last_list_at, self._membership = self._relists + 1, time.time(), self._membership + 1
             self._mark_ok()
             self._relist_requested.clear()
             self.synced.set()
@@ -324,29 +317,35 @@ class Reflector(Generic[K, V]):
 
     def _take(self, kind: str, obj: Mapping[str, Any]) -> None:
         """Store one object (from the watch, or fetched by a check) or forget it (DELETED)."""
+        versions, known = self._versions, len(self._versions)
+        converted = None
         if kind == "DELETED":
-            self._versions.pop(object_ref(obj), None)
-            changed = self.store.pop(self._key_of(obj), None) is not None
+            versions.pop(object_ref(obj), None)
         else:
-            self._remember(obj, self._versions)
+            self._remember(obj, versions)
             converted = self._convert(obj)
-            if converted is None:
-                changed = self.store.pop(self._key_of(obj), None) is not None
-            else:
-                key, view = converted
-                old = self.store.get(key)
-                # A quiet update is stored but wakes nobody (the echo of our own status write).
-                changed = old != view
-                if changed and self._quiet is not None and self._quiet(old, view):
-                    changed, self.quiet_updates = False, self.quiet_updates + 1
-                self.store[key] = view
+        self._membership += known != len(versions)
+        key, view = converted or (self._key_of(obj), None)  # None: not ours (any more), forget it
+        old = self.store.get(key)
+        changed = old != view
+        if changed and self._journal is not None:
+            self._journal.setdefault(key, old)
+            # Beyond this the store is cheaper to read, and a consumer that stopped calling keeps no old views alive.
+            self._journal = self._journal if len(self._journal) <= 1_000 + len(self.store) // 4 else None
+        if view is None:
+            self.store.pop(key, None)
+        else:
+            # A quiet update is stored but wakes nobody (the echo of our own status write).
+            if changed and self._quiet is not None and self._quiet(old, view):
+                changed, self.quiet_updates = False, self.quiet_updates + 1
+            self.store[key] = view
         if changed:
             self._on_change(self.name)
 
-    def _remember(self, obj: Mapping[str, Any], versions: dict[ObjectRef, str], key: Any = None) -> None:
+    def _remember(self, obj: Mapping[str, Any], versions: dict[ObjectRef, Version], key: Any = None) -> None:
         ref = object_ref(obj)  # the store's key if it is this very pair (a slice's), else the namespace interned
         ref = key if key == ref else (sys.intern(ref[0]), ref[1])
-        versions[ref] = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+        versions[ref] = held_version(str((obj.get("metadata") or {}).get("resourceVersion") or ""))
 
     async def _refetch(self, ref: ObjectRef) -> None:
         """The object as it is now: a consistent list of that one name within what we watch (the agent
