@@ -40,16 +40,26 @@ def test_an_index_entry_of_one_service_is_the_service_and_a_set_only_while_share
     web, api = service("web", "10.96.0.1"), service("api", "10.96.0.1", port=443)
     decider = IncrementalDecider(CONFIG)
     decider.decide(snapshot(web))
-    assert decider._users[VIP] is web.key and decider._owners[VIP] is web.key
-    assert decider._local["10.244.0.1"] is web.key
+    assert decider._users[VIP] is web.key
     decider.decide(snapshot(web, api))
-    assert decider._users[VIP] == decider._owners[VIP] == {web.key, api.key} == decider._local["10.244.0.1"]
+    assert decider._users[VIP] == {web.key, api.key}
     moved = service("api", "10.96.0.2", port=443)
-    state = decider.decide(snapshot(web, moved, address="10.244.0.1"))
-    assert decider._users[VIP] == web.key and decider._owners[VIP] == web.key  # back to the bare key
+    state = decider.decide(snapshot(web, moved))
+    assert decider._users[VIP] == web.key  # back to the bare key
     assert state == decide(CONFIG, snapshot(web, moved))
-    decider.decide(snapshot(moved, address="10.244.0.9"))
-    assert VIP not in decider._users and set(decider._local) == {"10.244.0.9"}  # web gone, api's address moved
+    decider.decide(snapshot(moved))
+    assert VIP not in decider._users
+
+
+def test_the_local_address_index_waits_for_a_probe_verdict_and_is_kept_from_then_on() -> None:
+    web, api = service("web", "10.96.0.1"), service("api", "10.96.0.2")
+    decider = IncrementalDecider(CONFIG)
+    decider.decide(snapshot(web, api))
+    assert decider._local is None  # no verdict yet: nothing to look up
+    decider.decide(snapshot(web, api), probes=ProbeVerdicts(frozenset({"10.244.9.9"})))
+    assert decider._local == {"10.244.0.1": {web.key, api.key}}
+    decider.decide(snapshot(web, address="10.244.0.2"), probes=ProbeVerdicts(frozenset({"10.244.9.9"})))
+    assert decider._local == {"10.244.0.2": web.key}  # api gone, web's address moved
 
 
 def test_a_probe_verdict_on_a_shared_address_re_decides_every_service_behind_it() -> None:

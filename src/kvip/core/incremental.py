@@ -126,15 +126,17 @@ class IncrementalDecider:
         self._problems: dict[ServiceKey, tuple[BadInput, ...]] = {}  # non-empty only, as are the others
         self._egress: dict[ServiceKey, frozenset[EgressRule]] = {}
         self._egress_problems: dict[ServiceKey, tuple[BadInput, ...]] = {}
-        # Indexes of Services (`_Held`: nearly always one Service, kept bare; a set only once two share):
-        self._users: dict[IPAddress, _Held] = {}  # Services whose decision asks for the VIP
-        self._owners: dict[IPAddress, _Held] = {}  # ... and are advertised here
+        # Services whose decision asks for the VIP (`_Held`: nearly always one, kept bare; a set once two
+        # share it). Its owners (those advertised here) are read off their decisions (`_revip`).
+        self._users: dict[IPAddress, _Held] = {}
         self._ads: dict[IPAddress, Advertisement] = {}
         self._clashes: dict[IPAddress, tuple[BadInput, ...]] = {}
         self._conflicts: dict[IPAddress, tuple[BadInput, ...]] = {}
-        # Address of an endpoint on this node → its Services. A Service's own addresses are not kept: they
-        # are read again from the previous snapshot's endpoints, those it was last decided with (`_redecide`).
-        self._local: dict[str, _Held] = {}
+        # Address of an endpoint on this node → its Services, for probe verdicts alone: built at the first
+        # verdict that changes (`_local_index`; probes are opt-in), kept up to date from then on. A Service's
+        # own addresses are not kept: they are read again from the previous snapshot's endpoints, those it was
+        # last decided with (`_redecide`).
+        self._local: dict[str, _Held] | None = None
         # Whether `_decisions` and `_ads` are the very dicts of the last answer (lent, not copied: one copy
         # of 10,000 entries fewer kept between passes); the next pass that changes them copies them first.
         self._lent = False
@@ -175,8 +177,11 @@ class IncrementalDecider:
         dirty = changed_keys(self._snapshot.services, snapshot.services)
         dirty |= changed_keys(self._snapshot.endpoints, snapshot.endpoints, ())
         dirty |= self._leadership.led_services ^ leadership.led_services
-        for address in self._probes.failing ^ probes.failing:
-            dirty.update(_members(self._local.get(address)))
+        flipped = self._probes.failing ^ probes.failing
+        if flipped:
+            local = self._local_index()
+            for address in flipped:
+                dirty.update(_members(local.get(address)))
         for key in changed_keys(self._dhcp, dhcp):
             dirty.add(key)
             vips.update(address for lease in (self._dhcp.get(key), dhcp.get(key)) if lease is not None
@@ -192,14 +197,14 @@ class IncrementalDecider:
             vips.update(old.vips)
             for vip in old.vips:
                 _discard(self._users, vip, key)
-                _discard(self._owners, vip, key)
         # The endpoints this Service was last decided with are the previous snapshot's: had they changed
         # since, it would have been re-decided then (equal copies give equal addresses).
-        node_name = self.config.node_name
-        for endpoint in before.get(key, ()):
-            if endpoint.node_name == node_name:
-                for address in endpoint.addresses:
-                    _discard(self._local, address, key)
+        node_name, local = self.config.node_name, self._local
+        if local is not None:
+            for endpoint in before.get(key, ()):
+                if endpoint.node_name == node_name:
+                    for address in endpoint.addresses:
+                        _discard(local, address, key)
         for memo in (self._problems, self._egress, self._egress_problems):
             memo.pop(key, None)
         service = self._snapshot.services.get(key)
@@ -207,10 +212,8 @@ class IncrementalDecider:
             self._decisions.pop(key, None)
             return
         endpoints = self._snapshot.endpoints.get(key, ())
-        for endpoint in endpoints:
-            if endpoint.node_name == node_name:
-                for address in endpoint.addresses:
-                    _add(self._local, address, key)
+        if local is not None:
+            _add_local(local, node_name, key, endpoints)
         decision, found = service_outcome(self.config, service, endpoints, node_block, self._leadership,
                                           self._probes, reserved, self._snapshot.node, self._dhcp)
         _keep(self._problems, key, found)
@@ -221,8 +224,6 @@ class IncrementalDecider:
         vips.update(decision.vips)
         for vip in decision.vips:
             _add(self._users, vip, key)
-            if decision.advertised:
-                _add(self._owners, vip, key)
         egress_found: list[BadInput] = []
         _keep(self._egress, key, egress_rules(self.config.egress, {key: service}, {key: decision}, egress_found))
         _keep(self._egress_problems, key, tuple(egress_found))
@@ -234,14 +235,25 @@ class IncrementalDecider:
             _keep(self._conflicts, vip, tuple(conflicts_on(services, vip, sorted(users))))
         else:
             self._conflicts.pop(vip, None)
-        owners = self._owners.get(vip)
-        if owners is None:
+        decisions = self._decisions
+        owners = [key for key in _members(users) if decisions[key].advertised]
+        if not owners:
             self._ads.pop(vip, None)
             self._clashes.pop(vip, None)
             return
-        self._ads[vip], clashes = vip_advertisement(self.config, services, _members(owners), vip, draining,
-                                                    self._dhcp)
+        self._ads[vip], clashes = vip_advertisement(self.config, services, owners, vip, draining, self._dhcp)
         _keep(self._clashes, vip, clashes)
+
+    def _local_index(self) -> dict[str, _Held]:
+        """`_local`, built from the previous snapshot (what each Service was last decided with) if not yet."""
+        if self._local is None:
+            local: dict[str, _Held] = {}
+            node_name, services = self.config.node_name, self._snapshot.services
+            for key, endpoints in self._snapshot.endpoints.items():
+                if key in services:  # (a Service decided; `_redecide` indexes no other)
+                    _add_local(local, node_name, key, endpoints)
+            self._local = local
+        return self._local
 
     def _state(self, control_plane: ControlPlaneState | None) -> DesiredState:
         decisions: dict[ServiceKey, ServiceDecision] = self._decisions
@@ -280,6 +292,14 @@ def _add(index: dict[K, _Held], at: K, key: ServiceKey) -> None:
         held.add(key)
     elif held != key:
         index[at] = {held, key}  # type: ignore[arg-type]
+
+
+def _add_local(index: dict[str, _Held], node_name: str, key: ServiceKey, endpoints: tuple[EndpointView, ...]
+               ) -> None:
+    for endpoint in endpoints:
+        if endpoint.node_name == node_name:
+            for address in endpoint.addresses:
+                _add(index, address, key)
 
 
 def _discard(index: dict[K, _Held], at: K, key: ServiceKey) -> None:
