@@ -75,6 +75,7 @@ __all__ = [  # the per-Service names moved to kvip.core.decide_service stay impo
     "vip_conflicts",
 ]
 NO_LEADERSHIP, NO_PROBES = Leadership(), ProbeVerdicts()  # decide()'s defaults: nothing led, nothing failing
+NO_ATTRIBUTES = RouteAttributes()  # one for every VIP without BGP attributes (immutable: shared, not one each)
 
 
 def decide(
@@ -126,7 +127,7 @@ def vip_advertisement(config: DecideConfig, services: Mapping[ServiceKey, Servic
                       vip: IPAddress, draining: bool, dhcp: Leases) -> tuple[Advertisement, tuple[BadInput, ...]]:
     """One VIP advertised for its owners (the Services advertised here that want it), and the clashes of
     their BGP attributes."""
-    attributes, clashes = RouteAttributes(), ()
+    attributes, clashes = NO_ATTRIBUTES, ()
     if config.bgp_attributes:
         attributes, clashes = merged_attributes(services, owners, vip)
     # Make-before-break is decided here, not in the BGP backend: the backend renders what it is given.

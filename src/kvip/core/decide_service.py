@@ -235,10 +235,16 @@ def local_usable_addresses(
 ) -> tuple[str, ...]:
     """Addresses of this node's usable endpoints whose probes (if any) do not say they are down."""
     found: list[str] = []
+    source: EndpointView | None = None  # the one endpoint every address found came from, if only one
     for endpoint in endpoints:
         if endpoint.node_name != config.node_name or not usable(config, endpoint):
             continue
+        count = len(found)
         found.extend(a for a in endpoint.addresses if a not in probes.failing and a not in found)
+        if len(found) > count:
+            source = endpoint if count == 0 else None
+    if source is not None and type(source.addresses) is tuple and len(source.addresses) == len(found):
+        return source.addresses  # all of one endpoint's, in its order: its very tuple, not one more per Service
     return tuple(found)
 
 

@@ -39,6 +39,7 @@ from kvip.core.model import (
     ControlPlaneState,
     DesiredState,
     EgressRule,
+    EndpointView,
     IPAddress,
     Leadership,
     ProbeVerdicts,
@@ -88,7 +89,9 @@ class IdentityMemo(Generic[K, V]):
         self._build = build
         self._limit = limit
         self._values: dict[int, V] = {}
-        self._items: dict[int, K] = {}  # keeps each item alive while its id is a key
+        # Keeps each item alive while its id is a key; never looked up, so a list (8 bytes an item, where a
+        # second dict keyed by id cost ~60), emptied only together with `_values`.
+        self._items: list[K] = []
 
     def __call__(self, items: Collection[K]) -> list[V]:
         values = self._values
@@ -102,7 +105,7 @@ class IdentityMemo(Generic[K, V]):
             missing = list(items)
         for item in missing:
             values[id(item)] = self._build(item)
-            self._items[id(item)] = item
+            self._items.append(item)
         return list(map(values.__getitem__, map(id, items)))
 
 
@@ -123,13 +126,20 @@ class IncrementalDecider:
         self._problems: dict[ServiceKey, tuple[BadInput, ...]] = {}  # non-empty only, as are the others
         self._egress: dict[ServiceKey, frozenset[EgressRule]] = {}
         self._egress_problems: dict[ServiceKey, tuple[BadInput, ...]] = {}
-        self._users: dict[IPAddress, set[ServiceKey]] = {}  # Services whose decision asks for the VIP
-        self._owners: dict[IPAddress, set[ServiceKey]] = {}  # ... and are advertised here
+        # Services whose decision asks for the VIP (`_Held`: nearly always one, kept bare; a set once two
+        # share it). Its owners (those advertised here) are read off their decisions (`_revip`).
+        self._users: dict[IPAddress, _Held] = {}
         self._ads: dict[IPAddress, Advertisement] = {}
         self._clashes: dict[IPAddress, tuple[BadInput, ...]] = {}
         self._conflicts: dict[IPAddress, tuple[BadInput, ...]] = {}
-        self._local: dict[str, set[ServiceKey]] = {}  # address of an endpoint on this node → its Services
-        self._local_of: dict[ServiceKey, frozenset[str]] = {}
+        # Address of an endpoint on this node → its Services, for probe verdicts alone: built at the first
+        # verdict that changes (`_local_index`; probes are opt-in), kept up to date from then on. A Service's
+        # own addresses are not kept: they are read again from the previous snapshot's endpoints, those it was
+        # last decided with (`_redecide`).
+        self._local: dict[str, _Held] | None = None
+        # Whether `_decisions` and `_ads` are the very dicts of the last answer (lent, not copied: one copy
+        # of 10,000 entries fewer kept between passes); the next pass that changes them copies them first.
+        self._lent = False
 
     def decide(self, snapshot: ClusterSnapshot, leadership: Leadership = NO_LEADERSHIP,
                probes: ProbeVerdicts = NO_PROBES, draining: bool = False, *,
@@ -145,11 +155,14 @@ class IncrementalDecider:
             dirty = self._dirty(snapshot, leadership, probes, dhcp, vips)
         self.full, self.redecided = everyone != self._global, len(dirty)
         self._global = everyone
+        before = self._snapshot.endpoints  # what every Service not dirty now was last decided with
         self._snapshot, self._leadership, self._probes, self._dhcp = snapshot, leadership, probes, dhcp
         node_block = node_blocker(self.config, snapshot.node, draining)
+        if self._lent and (dirty or vips):
+            self._decisions, self._ads, self._lent = dict(self._decisions), dict(self._ads), False
         try:
             for key in dirty:
-                self._redecide(key, node_block, reserved, vips)
+                self._redecide(key, node_block, reserved, vips, before)
             for vip in vips:
                 self._revip(vip, draining)
         except BaseException:
@@ -164,8 +177,11 @@ class IncrementalDecider:
         dirty = changed_keys(self._snapshot.services, snapshot.services)
         dirty |= changed_keys(self._snapshot.endpoints, snapshot.endpoints, ())
         dirty |= self._leadership.led_services ^ leadership.led_services
-        for address in self._probes.failing ^ probes.failing:
-            dirty |= self._local.get(address, set())
+        flipped = self._probes.failing ^ probes.failing
+        if flipped:
+            local = self._local_index()
+            for address in flipped:
+                dirty.update(_members(local.get(address)))
         for key in changed_keys(self._dhcp, dhcp):
             dirty.add(key)
             vips.update(address for lease in (self._dhcp.get(key), dhcp.get(key)) if lease is not None
@@ -173,7 +189,7 @@ class IncrementalDecider:
         return dirty
 
     def _redecide(self, key: ServiceKey, node_block: str | None, reserved: frozenset[IPAddress],
-                  vips: set[IPAddress]) -> None:
+                  vips: set[IPAddress], before: Mapping[ServiceKey, tuple[EndpointView, ...]]) -> None:
         # Replaced in place, never popped and re-added: a Service keeps its place in the answer, so the next
         # pass's observers compare the two answers side by side, without hashing a key (`changed_keys`).
         old = self._decisions.get(key)
@@ -181,9 +197,14 @@ class IncrementalDecider:
             vips.update(old.vips)
             for vip in old.vips:
                 _discard(self._users, vip, key)
-                _discard(self._owners, vip, key)
-        for address in self._local_of.pop(key, frozenset()):
-            _discard(self._local, address, key)
+        # The endpoints this Service was last decided with are the previous snapshot's: had they changed
+        # since, it would have been re-decided then (equal copies give equal addresses).
+        node_name, local = self.config.node_name, self._local
+        if local is not None:
+            for endpoint in before.get(key, ()):
+                if endpoint.node_name == node_name:
+                    for address in endpoint.addresses:
+                        _discard(local, address, key)
         for memo in (self._problems, self._egress, self._egress_problems):
             memo.pop(key, None)
         service = self._snapshot.services.get(key)
@@ -191,11 +212,8 @@ class IncrementalDecider:
             self._decisions.pop(key, None)
             return
         endpoints = self._snapshot.endpoints.get(key, ())
-        local = frozenset(a for e in endpoints if e.node_name == self.config.node_name for a in e.addresses)
-        if local:
-            self._local_of[key] = local
-            for address in local:
-                self._local.setdefault(address, set()).add(key)
+        if local is not None:
+            _add_local(local, node_name, key, endpoints)
         decision, found = service_outcome(self.config, service, endpoints, node_block, self._leadership,
                                           self._probes, reserved, self._snapshot.node, self._dhcp)
         _keep(self._problems, key, found)
@@ -205,17 +223,20 @@ class IncrementalDecider:
         self._decisions[key] = decision
         vips.update(decision.vips)
         for vip in decision.vips:
-            self._users.setdefault(vip, set()).add(key)
-            if decision.advertised:
-                self._owners.setdefault(vip, set()).add(key)
+            _add(self._users, vip, key)
         egress_found: list[BadInput] = []
         _keep(self._egress, key, egress_rules(self.config.egress, {key: service}, {key: decision}, egress_found))
         _keep(self._egress_problems, key, tuple(egress_found))
 
     def _revip(self, vip: IPAddress, draining: bool) -> None:
         services = self._snapshot.services
-        _keep(self._conflicts, vip, tuple(conflicts_on(services, vip, sorted(self._users.get(vip, ())))))
-        owners = self._owners.get(vip)
+        users = self._users.get(vip)
+        if type(users) is set:  # (one user: no clash, nothing to sort)
+            _keep(self._conflicts, vip, tuple(conflicts_on(services, vip, sorted(users))))
+        else:
+            self._conflicts.pop(vip, None)
+        decisions = self._decisions
+        owners = [key for key in _members(users) if decisions[key].advertised]
         if not owners:
             self._ads.pop(vip, None)
             self._clashes.pop(vip, None)
@@ -223,10 +244,25 @@ class IncrementalDecider:
         self._ads[vip], clashes = vip_advertisement(self.config, services, owners, vip, draining, self._dhcp)
         _keep(self._clashes, vip, clashes)
 
+    def _local_index(self) -> dict[str, _Held]:
+        """`_local`, built from the previous snapshot (what each Service was last decided with) if not yet."""
+        if self._local is None:
+            local: dict[str, _Held] = {}
+            node_name, services = self.config.node_name, self._snapshot.services
+            for key, endpoints in self._snapshot.endpoints.items():
+                if key in services:  # (a Service decided; `_redecide` indexes no other)
+                    _add_local(local, node_name, key, endpoints)
+            self._local = local
+        return self._local
+
     def _state(self, control_plane: ControlPlaneState | None) -> DesiredState:
-        decisions, advertisements = dict(self._decisions), dict(self._ads)
+        decisions: dict[ServiceKey, ServiceDecision] = self._decisions
+        advertisements: dict[IPAddress, Advertisement] = self._ads
         cp_found: tuple[BadInput, ...] = ()
-        if control_plane is not None:
+        if control_plane is None:
+            self._lent = True  # nothing added: the answer holds the memo's own dicts (`decide` copies them)
+        else:
+            decisions, advertisements = dict(decisions), dict(advertisements)
             decisions[CONTROL_PLANE_KEY], cp_found, cp_vips = control_plane_part(self.config, control_plane,
                                                                                   self._leadership)
             advertisements.update(cp_vips)
@@ -237,12 +273,48 @@ class IncrementalDecider:
         return DesiredState(advertisements, decisions, problems, frozenset().union(*self._egress.values()))
 
 
-def _discard(index: dict[K, set[ServiceKey]], at: K, key: ServiceKey) -> None:
-    keys = index.get(at)
-    if keys is not None:
-        keys.discard(key)
-        if not keys:
-            del index[at]
+# One index entry: a Service alone, or a set of two or more. Most VIPs and endpoint addresses belong to one
+# Service, and a set of one cost 216 bytes each (tens of thousands of them at 10,000 Services).
+_Held = ServiceKey | set[ServiceKey]
+
+
+def _members(held: _Held | None) -> Collection[ServiceKey]:
+    if held is None:
+        return ()
+    return held if type(held) is set else (held,)  # type: ignore[return-value]
+
+
+def _add(index: dict[K, _Held], at: K, key: ServiceKey) -> None:
+    held = index.get(at)
+    if held is None:
+        index[at] = key
+    elif type(held) is set:
+        held.add(key)
+    elif held != key:
+        index[at] = {held, key}  # type: ignore[arg-type]
+
+
+def _add_local(index: dict[str, _Held], node_name: str, key: ServiceKey, endpoints: tuple[EndpointView, ...]
+               ) -> None:
+    for endpoint in endpoints:
+        if endpoint.node_name == node_name:
+            for address in endpoint.addresses:
+                _add(index, address, key)
+
+
+def _discard(index: dict[K, _Held], at: K, key: ServiceKey) -> None:
+    held = index.get(at)
+    if held is None:
+        return
+    if type(held) is set:
+        held.discard(key)
+        if len(held) < 2:  # back to one Service: kept bare again
+            if held:
+                index[at] = held.pop()
+            else:
+                del index[at]
+    elif held == key:
+        del index[at]
 
 
 def _keep(memo: dict[K, V], at: K, value: V) -> None:
