@@ -193,10 +193,12 @@ MAX_SHARED_PORT_NAME = 63
 def _port_views(ports: tuple[tuple[str | None, int | None, str], ...]) -> tuple[PortView, ...]:
     """One tuple of PortViews for every Service and slice with the same ports (most of a cluster's share
     a few): 104 bytes an object for one port, kept once."""
-    if len(ports) <= MAX_SHARED_PORTS and all((name is None or len(name) <= MAX_SHARED_PORT_NAME)
-                                             and len(protocol) <= MAX_SHARED_PORT_NAME for name, _, protocol in ports):
-        return _shared_port_views(ports)
-    return _new_port_views(ports)
+    if len(ports) > MAX_SHARED_PORTS:
+        return _new_port_views(ports)
+    for name, _, protocol in ports:  # a loop, not all(): this runs for every slice of every event
+        if (name is not None and len(name) > MAX_SHARED_PORT_NAME) or len(protocol) > MAX_SHARED_PORT_NAME:
+            return _new_port_views(ports)
+    return _shared_port_views(ports)
 
 
 def _new_port_views(ports: tuple[tuple[str | None, int | None, str], ...]) -> tuple[PortView, ...]:
