@@ -31,7 +31,7 @@ def test_endpoint_conditions_default_as_the_api_documents() -> None:
     })
     assert [(v.ready, v.serving, v.terminating) for v in views] == [
         (True, True, False), (False, False, False), (False, True, True)]
-    assert views[0].slice_name == "web-abc" and views[2].node_name is None
+    assert views[0].node_name == "a" and views[2].node_name is None
 
 
 def test_slice_service_key_comes_from_the_service_name_label() -> None:

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -91,6 +91,7 @@ class EndpointView:
     """One endpoint of one EndpointSlice, with nil conditions already given their API meaning.
 
     The API says a nil `ready` or `serving` should be read as true and a nil `terminating` as false.
+    The slice's name is not kept: nothing reads it, and the store's key has it (16 bytes an endpoint).
     """
 
     addresses: tuple[str, ...]
@@ -99,7 +100,6 @@ class EndpointView:
     serving: bool = True
     terminating: bool = False
     ports: tuple[PortView, ...] = ()
-    slice_name: str = ""
 
 
 @dataclass(frozen=True, slots=True)

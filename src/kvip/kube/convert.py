@@ -24,15 +24,12 @@ Further limits live with the parsing: 16 VIPs per Service (`core.vips`), 32 comm
 
 from __future__ import annotations
 
-import json
 import sys
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from types import MappingProxyType
 from typing import Any
-
-import msgspec
 
 from kvip.core.model import (
     BadInput,
@@ -45,6 +42,7 @@ from kvip.core.model import (
     shown,
 )
 from kvip.core.vips import MAX_VIPS
+from kvip.kube.read_fields import decode_event, decode_list  # noqa: F401  # the cache's decoders, kept here
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
@@ -63,6 +61,7 @@ SliceKey = tuple[str, str]
 SliceEntry = tuple[ServiceKey, tuple[EndpointView, ...]]
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
+_NO_ANNOTATIONS: Mapping[str, str] = MappingProxyType({})
 
 
 def _map(value: Any) -> Mapping[str, Any]:
@@ -152,7 +151,8 @@ def _annotations(value: Any, refusals: _Refusals) -> Mapping[str, str]:
             refusals.refuse(field, f"has {len(text)} characters, more than the limit of {MAX_ANNOTATION_CHARS}")
         else:
             kept[sys.intern(key)] = text
-    return MappingProxyType(kept)
+    # Most Services carry none of ours: they all share one empty mapping (104 bytes a Service otherwise).
+    return MappingProxyType(kept) if kept else _NO_ANNOTATIONS
 
 
 def _port_number(value: Any) -> int | None:
@@ -161,7 +161,7 @@ def _port_number(value: Any) -> int | None:
 
 
 def _service_ports(value: Any, refusals: _Refusals) -> tuple[PortView, ...]:
-    ports = []
+    ports: list[tuple[str | None, int | None, str]] = []
     for index, raw in enumerate(refusals.items(value, "spec.ports", MAX_PORTS)):
         field = f"spec.ports[{index}]"
         port = _map(raw)
@@ -173,8 +173,8 @@ def _service_ports(value: Any, refusals: _Refusals) -> tuple[PortView, ...]:
         if protocol not in PROTOCOLS:
             refusals.refuse(f"{field}.protocol", f"is {shown(protocol, 16)}, not one of {', '.join(sorted(PROTOCOLS))}")
             continue
-        ports.append(PortView(_shared(refusals.text(port.get("name"), f"{field}.name")), number, protocol))
-    return tuple(ports)
+        ports.append((refusals.text(port.get("name"), f"{field}.name"), number, protocol))
+    return _port_views(tuple(ports))
 
 
 def _slice_ports(value: Any) -> tuple[PortView, ...]:
@@ -184,76 +184,45 @@ def _slice_ports(value: Any) -> tuple[PortView, ...]:
     ))
 
 
-@lru_cache(maxsize=1024)
+# Port lists worth sharing are short with short texts (a port's name is a DNS label, at most 63); a longer
+# one is built for its object alone, so that hostile ports cannot make the shared tuples large.
+MAX_SHARED_PORTS = 4
+MAX_SHARED_PORT_NAME = 63
+
+
 def _port_views(ports: tuple[tuple[str | None, int | None, str], ...]) -> tuple[PortView, ...]:
-    """One tuple of PortViews for every slice with the same ports (most slices of a cluster share a few)."""
+    """One tuple of PortViews for every Service and slice with the same ports (most of a cluster's share
+    a few): 104 bytes an object for one port, kept once."""
+    if len(ports) > MAX_SHARED_PORTS:
+        return _new_port_views(ports)
+    for name, _, protocol in ports:  # a loop, not all(): this runs for every slice of every event
+        if (name is not None and len(name) > MAX_SHARED_PORT_NAME) or len(protocol) > MAX_SHARED_PORT_NAME:
+            return _new_port_views(ports)
+    return _shared_port_views(ports)
+
+
+def _new_port_views(ports: tuple[tuple[str | None, int | None, str], ...]) -> tuple[PortView, ...]:
     return tuple(PortView(_shared(name), number, _shared(protocol) or "TCP") for name, number, protocol in ports)
 
 
-# -- decoding: only the fields read here (kvip issue #21) ----------------------------------------------
-# A list of 10,000 Services and 10,000 slices decoded whole into dicts is a transient 48 MiB (150 MiB
-# with the managedFields a real API server sends); decoding only what kvip reads skips the rest while
-# parsing. The fields read keep their JSON as it came (Any), so the checks above still refuse a wrong
-# type one field at a time; a body the envelope does not fit (metadata not an object) is decoded whole.
+_shared_port_views = lru_cache(maxsize=1024)(_new_port_views)
 
 
-class _Meta(msgspec.Struct):
-    name: Any = msgspec.UNSET
-    namespace: Any = msgspec.UNSET
-    uid: Any = msgspec.UNSET
-    resourceVersion: Any = msgspec.UNSET
-    annotations: Any = msgspec.UNSET
-    labels: Any = msgspec.UNSET
+def _service_key(namespace: str, name: str) -> ServiceKey:
+    """One ServiceKey for the slices of a Service (and the Service) converted close together: a list
+    gives a Service's slices one after another, as their names start with its name (48 bytes a slice).
+    Bounded in entries and in text, so that hostile churn cannot grow it."""
+    if len(namespace) <= MAX_TEXT_CHARS and len(name) <= MAX_TEXT_CHARS:
+        return _recent_service_key(namespace, name)
+    return ServiceKey(namespace, name)
 
 
-class _Object(msgspec.Struct):  # a Service or an EndpointSlice
-    metadata: _Meta | msgspec.UnsetType = msgspec.UNSET
-    spec: Any = msgspec.UNSET
-    status: Any = msgspec.UNSET
-    endpoints: Any = msgspec.UNSET
-    ports: Any = msgspec.UNSET
-
-
-class _List(msgspec.Struct):
-    metadata: Any = msgspec.UNSET
-    items: list[_Object] | msgspec.UnsetType = msgspec.UNSET
-
-
-class _Event(msgspec.Struct):
-    type: Any = msgspec.UNSET
-    object: _Object | msgspec.UnsetType = msgspec.UNSET
-
-
-_LIST = msgspec.json.Decoder(_List)
-_EVENT = msgspec.json.Decoder(_Event)
-
-
-def decode_list(body: bytes | str) -> dict[str, Any]:
-    """A Service or EndpointSlice list, as json.loads would give it minus the fields never read. Its
-    `items` is an iterator: each object becomes a dict only when its turn comes, so the whole list is
-    never held twice (as structs and as dicts)."""
-    try:
-        listed = _LIST.decode(body)
-    except msgspec.MsgspecError:
-        decoded: dict[str, Any] = json.loads(body)
-        return decoded
-    items = () if listed.items is msgspec.UNSET else listed.items
-    return {**msgspec.to_builtins(msgspec.structs.replace(listed, items=msgspec.UNSET)),
-            "items": map(msgspec.to_builtins, items)}
-
-
-def decode_event(line: bytes | str) -> dict[str, Any]:
-    """One watch event, likewise; an ERROR event's Status is decoded whole."""
-    try:
-        decoded: dict[str, Any] = msgspec.to_builtins(_EVENT.decode(line))
-    except msgspec.MsgspecError:
-        return dict(json.loads(line))
-    return decoded if decoded.get("type") != "ERROR" else dict(json.loads(line))
+_recent_service_key = lru_cache(maxsize=256)(ServiceKey)
 
 
 def object_key(obj: Mapping[str, Any]) -> ServiceKey:
     meta = _map(obj.get("metadata"))  # the name too: each of the Service's slices names it again
-    return ServiceKey(_shared(_str(meta.get("namespace"))) or "", _shared(_str(meta.get("name"))) or "")
+    return _service_key(_shared(_str(meta.get("namespace"))) or "", _shared(_str(meta.get("name"))) or "")
 
 
 def slice_key(obj: Mapping[str, Any]) -> SliceKey:
@@ -307,13 +276,12 @@ def slice_service_key(obj: Mapping[str, Any]) -> ServiceKey | None:
     service = _str(_map(meta.get("labels")).get(SERVICE_NAME_LABEL))
     if service is None:
         return None
-    return ServiceKey(_shared(_str(meta.get("namespace"))) or "", _shared(service) or "")
+    return _service_key(_shared(_str(meta.get("namespace"))) or "", _shared(service) or "")
 
 
 def endpoint_views(obj: Mapping[str, Any]) -> tuple[EndpointView, ...]:
     """Every endpoint of a slice; nil conditions get their documented meaning (ready/serving true,
     terminating false; serving defaults to ready when absent, as older servers omit it)."""
-    slice_name = _str(_map(obj.get("metadata")).get("name")) or ""
     ports = _slice_ports(obj.get("ports"))
     views = []
     for raw in _list(obj.get("endpoints"))[:MAX_ENDPOINTS_PER_SLICE]:
@@ -329,7 +297,6 @@ def endpoint_views(obj: Mapping[str, Any]) -> tuple[EndpointView, ...]:
                 serving=_bool(conditions.get("serving"), ready),
                 terminating=_bool(conditions.get("terminating"), False),
                 ports=ports,
-                slice_name=slice_name,
             )
         )
     return tuple(views)
