@@ -51,7 +51,6 @@ from kvip.kube.consistency import (
 )
 from kvip.kube.errors import ApiFailure, classify, describe, status_code
 from kvip.kube.sources import SourceState, SourceStatus
-from kvip.runtime.memory import release_free_memory
 from kvip.runtime.tasks import Backoff
 
 K = TypeVar("K", bound=Hashable)
@@ -182,7 +181,6 @@ class Reflector(Generic[K, V]):
         compared = await compare_versions(self._client, self._resource, self._selection, self._versions,
                                           not_older_than=self._rv, page=self._page,
                                           membership=lambda: self._membership)
-        release_free_memory()  # the pages' buffers (MiBs each) stay mapped in glibc's heap otherwise
         found = compared.found
         if found:
             await asyncio.sleep(SETTLE)  # events in flight land first: they need no fetch
